@@ -1,0 +1,1 @@
+"""The run store: one JSON record per run, written atomically."""
