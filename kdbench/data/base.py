@@ -16,5 +16,21 @@ constructor, naming the expected layout and where the data set is obtained.
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 IGNORE_INDEX = 255
 """Label value of unlabelled pixels, masked out of every loss and metric."""
+
+RGB_MEAN = (0.485, 0.456, 0.406)
+RGB_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_rgb(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 or [0, 1] float image -> (3, H, W) float32 tensor, ImageNet-normalised."""
+    array = np.asarray(image, dtype=np.float32)
+    if np.issubdtype(np.asarray(image).dtype, np.integer):
+        array = array / 255.0
+    mean = np.asarray(RGB_MEAN, dtype=np.float32)
+    std = np.asarray(RGB_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1)))
