@@ -19,6 +19,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like, zero_loss
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -41,7 +42,7 @@ def kd_loss(
     tau: float = 1.0,
     valid: Tensor | None = None,
 ) -> Tensor:
-    """τ² · mean KL(p^T ‖ p^S) over all pixels, or over the pixels where ``valid`` (N, h, w) is true.
+    """τ² · mean KL(p^T ‖ p^S) over all pixels, or over the pixels where ``valid`` (N, h, w).
 
     With ``valid`` given and no valid pixel, the loss is a graph-connected zero.
     """
@@ -70,7 +71,9 @@ class KD(Method):
     ) -> None:
         super().__init__(student, teacher)
         if reduction not in ("all", "valid"):
-            raise ValueError(f"kd: reduction must be 'all' or 'valid', got {reduction!r}")
+            raise KdbenchError(
+                f"method 'kd': option reduction: expected 'all' or 'valid', got {reduction!r}"
+            )
         self.tau, self.weight, self.reduction = tau, weight, reduction
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:

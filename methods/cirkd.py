@@ -1,0 +1,313 @@
+r"""Cross-image relational knowledge distillation (CIRKD).
+
+Yang, Zhou, An, Jiang, Xu and Zhang, "Cross-Image Relational Knowledge Distillation for
+Semantic Segmentation", CVPR 2022. Implemented from the paper and the authors' code
+(``losses/cirkd_mini_batch.py``, ``losses/cirkd_memory.py``, ``train_cirkd.py``).
+
+Features. By default the decoder feature (the embedding the classifier reads; the authors use
+DeepLabV3's feature after ASPP), or with ``feature="stages"`` the selected encoder stages, each
+distilled separately and summed. The paper's embeddings are at 1/8 of the input; a feature at
+reduction r < ``stride`` is average-pooled (ceil mode) by k = ``stride`` // r first (default
+stride 8: the built-in decoder at 1/4 is pooled 2×2), which also bounds the memory of the
+pixel-pair matrices. The student map is then resized bilinearly to the teacher's (H, W) if they
+differ, and labels are nearest-resized to (H, W). Below f̂ = f / max(‖f‖₂, 1e-12) over
+channels, P = H·W, and KL_τ(t ‖ s) = KL(softmax(t/τ) ‖ softmax(s/τ)) over the last axis
+(:func:`methods.kd.pixel_kl`).
+
+1. Mini-batch pixel-to-pixel term. For every ordered pair of images (i, j) of the batch,
+   S_ij = F̂ᵢ^Sᵀ F̂ⱼ^S and T_ij = F̂ᵢ^Tᵀ F̂ⱼ^T (P × P, on the unprojected features, so the channel
+   counts may differ, as in the authors' code), and
+
+       L_pair = (1/N²) Σ_{i,j} (1/P) Σ_{p} KL_τ(T_ij[p, :] ‖ S_ij[p, :])
+
+   Each (i, j) block is gradient-checkpointed, so backward memory is O(N·C·P + P²) rather than
+   O(N²·P²); the values are unchanged.
+
+2. Memory-based pixel-to-pixel and pixel-to-region terms. A projector g (conv1x1 C_S -> C_T,
+   BatchNorm, ReLU, conv1x1 C_T -> C_T, no biases, as in the authors' code) maps the student
+   into the teacher's space. Per class k there is a pixel queue Q^pix_k (``pixel_memory`` ×
+   C_T) and a region queue Q^reg_k (``region_memory`` × C_T) of unit teacher embeddings,
+   initialised with random unit vectors (as the authors do), with FIFO write pointers. Each
+   call samples m_pix = ``pixel_contrast`` // K + 1 slots (one ``torch.randperm`` of the
+   slots, shared by all classes, as the authors do) from every class's pixel queue, giving the
+   contrast set V^pix (K·m_pix × C_T), and likewise V^reg with m_reg = ``region_contrast`` //
+   K + 1. With anchors a = every labelled pixel of the batch (Ω), student ŝ_a = normalised
+   g(f^S)_a and teacher t̂_a = f̂^T_a:
+
+       L_pix = mean_{a ∈ Ω} KL_τ(t̂_a V^pixᵀ ‖ ŝ_a V^pixᵀ)
+       L_reg = mean_{a ∈ Ω} KL_τ(t̂_a V^regᵀ ‖ ŝ_a V^regᵀ)
+
+   (the authors' second temperature, on the similarity distributions, is 1 and omitted). A
+   batch without labelled pixels gives graph-connected zeros.
+
+   After the losses are computed, and only in training mode, the current teacher embeddings
+   are enqueued: for every image and every class k present in it, the normalised mean of its
+   unit teacher embeddings over the class's pixels goes to Q^reg_k, and ``pixels_per_class``
+   (16) of its unit pixel embeddings, picked by ``torch.randperm``, go to Q^pix_k; each write
+   advances the class's pointer modulo the queue size, overwriting the oldest entries (a plain
+   ring buffer; the authors' code instead enqueues before computing the loss, and on reaching
+   the end of a pixel queue overwrites its last entries and resets the pointer to 0). Queues
+   and pointers are buffers, so they are checkpointed. Everything runs on one process:
+   nothing is gathered across devices (the authors gather teacher embeddings for the queues
+   over GPUs, and their mini-batch term is per GPU).
+
+Loss: pair_weight · L_pair + pixel_weight · L_pix + region_weight · L_reg, reported as three
+terms. Defaults: τ = 0.1, weights 1, 0.1, 0.1, queues of 20000 pixel and 2000 region embeddings
+per class, 4096 and 1024 contrast embeddings (the authors' settings). The paper's full row adds
+pixel-wise KD on the logits: that is the composite row ``kd+cirkd`` here. All randomness (queue
+initialisation, sampling) comes from torch's default CPU generator, so ``torch.manual_seed``
+makes the method deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from kdbench.errors import KdbenchError
+from kdbench.method import (
+    IGNORE_INDEX,
+    Batch,
+    Method,
+    resize_labels,
+    resize_like,
+    zero_loss,
+)
+from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.registry import register_method
+from methods.fitnet import resolve_stages
+from methods.kd import pixel_kl
+
+Feature = Literal["decoder", "stages"]
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32, or kept in float64 (half-precision norms overflow and lose the eps)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def pool_to_stride(feature: Tensor, reduction: int, stride: int) -> Tensor:
+    """Average-pool an (N, C, H, W) map at ``reduction`` by k = stride // reduction (if k > 1)."""
+    k = stride // reduction
+    if k <= 1:
+        return feature
+    return F.avg_pool2d(feature, kernel_size=k, stride=k, ceil_mode=True)
+
+
+def relation_kl(student_sim: Tensor, teacher_sim: Tensor, tau: float) -> Tensor:
+    """mean over rows of KL_τ(teacher row ‖ student row) for (M, Q) similarity matrices."""
+    return pixel_kl(student_sim, teacher_sim, tau).mean()
+
+
+def _pair_block(s_i: Tensor, s_j: Tensor, t_i: Tensor, t_j: Tensor, tau: float) -> Tensor:
+    """One (i, j) block of the pair term; unit features are (C, P)."""
+    return relation_kl(s_i.T @ s_j, t_i.T @ t_j, tau)
+
+
+def pair_relation_loss(student_feature: Tensor, teacher_feature: Tensor, tau: float) -> Tensor:
+    """L_pair for (N, C_S, H, W) and (N, C_T, H, W) features: mean over the N² ordered pairs.
+
+    Features are L2-normalised over channels (float32 at least); each block is checkpointed.
+    """
+    s = F.normalize(at_least_float32(student_feature).flatten(2), dim=1)
+    t = F.normalize(at_least_float32(teacher_feature).flatten(2), dim=1)
+    n = s.shape[0]
+    blocks = [
+        checkpoint(
+            _pair_block, s[i], s[j], t[i], t[j], tau, use_reentrant=False, preserve_rng_state=False
+        )
+        for i in range(n)
+        for j in range(n)
+    ]
+    return torch.stack(blocks).mean()
+
+
+def memory_relation_loss(
+    student_anchor: Tensor, teacher_anchor: Tensor, contrast: Tensor, tau: float
+) -> Tensor:
+    """mean_a KL_τ(t̂_a Vᵀ ‖ ŝ_a Vᵀ): unit anchors (M, D), contrast embeddings V (Q, D)."""
+    contrast = contrast.to(student_anchor.dtype)
+    return relation_kl(student_anchor @ contrast.T, teacher_anchor @ contrast.T, tau)
+
+
+def projector(student_channels: int, teacher_channels: int) -> nn.Sequential:
+    """CIRKD's student projection head: conv1x1 -> BN -> ReLU -> conv1x1, no conv biases."""
+    return nn.Sequential(
+        nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(teacher_channels),
+        nn.ReLU(),
+        nn.Conv2d(teacher_channels, teacher_channels, kernel_size=1, bias=False),
+    )
+
+
+class ClassMemory(nn.Module):
+    """Per-class FIFO queues of unit teacher embeddings: pixels and regions (all buffers).
+
+    ``pixel_queue`` (K, pixel_size, D) and ``region_queue`` (K, region_size, D) start as random
+    unit vectors; ``pixel_ptr`` / ``region_ptr`` (K,) int64 are the next slot to overwrite.
+    """
+
+    def __init__(
+        self, num_classes: int, dim: int, pixel_size: int, region_size: int, pixels_per_class: int
+    ) -> None:
+        super().__init__()
+        self.pixels_per_class = pixels_per_class
+        pixel = F.normalize(torch.randn(num_classes, pixel_size, dim), dim=2)
+        region = F.normalize(torch.randn(num_classes, region_size, dim), dim=2)
+        self.register_buffer("pixel_queue", pixel)
+        self.register_buffer("pixel_ptr", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("region_queue", region)
+        self.register_buffer("region_ptr", torch.zeros(num_classes, dtype=torch.long))
+
+    @staticmethod
+    def push(queue: Tensor, ptr: Tensor, k: int, rows: Tensor) -> None:
+        """Write ``rows`` (R, D), R ≤ queue size, into class k's ring at its pointer; advance it."""
+        size = queue.shape[1]
+        start = int(ptr[k])
+        slots = (start + torch.arange(rows.shape[0], device=queue.device)) % size
+        queue[k, slots] = rows.to(queue.dtype)
+        ptr[k] = (start + rows.shape[0]) % size
+
+    @torch.no_grad()
+    def enqueue(self, teacher_unit: Tensor, label: Tensor) -> None:
+        """Enqueue a batch: unit teacher embeddings (N, D, H, W), labels (N, H, W) at that size.
+
+        Per image and present class: its normalised mean embedding to the region queue and
+        ``pixels_per_class`` randomly picked pixel embeddings to the pixel queue.
+        """
+        take = min(self.pixels_per_class, self.pixel_queue.shape[1])
+        for feats, lab in zip(teacher_unit.flatten(2), label.flatten(1), strict=True):
+            for k in torch.unique(lab[lab != IGNORE_INDEX]).tolist():
+                members = (lab == k).nonzero().squeeze(1)
+                region = F.normalize(feats[:, members].mean(dim=1), dim=0)
+                self.push(self.region_queue, self.region_ptr, k, region[None])
+                pick = torch.randperm(members.numel())[:take].to(members.device)
+                self.push(self.pixel_queue, self.pixel_ptr, k, feats[:, members[pick]].T)
+
+    @staticmethod
+    def sample(queue: Tensor, per_class: int) -> Tensor:
+        """The same ``per_class`` random slots of every class's queue: (K·per_class, D)."""
+        index = torch.randperm(queue.shape[1])[:per_class].to(queue.device)
+        return queue[:, index].flatten(0, 1)
+
+
+@register_method("cirkd", "Yang et al. 2022: cross-image pixel-pair and memory-based relational KD")
+class CIRKD(Method):
+    """CIRKD: mini-batch pixel-pair KL plus pixel and region memory contrast, per feature."""
+
+    taps = ("stages", "decoder")
+
+    def __init__(
+        self,
+        student: TapInfo,
+        teacher: TapInfo | None,
+        *,
+        tau: float = 0.1,
+        pair_weight: float = 1.0,
+        pixel_weight: float = 0.1,
+        region_weight: float = 0.1,
+        pixel_memory: int = 20000,
+        region_memory: int = 2000,
+        pixel_contrast: int = 4096,
+        region_contrast: int = 1024,
+        pixels_per_class: int = 16,
+        stride: int = 8,
+        feature: Feature = "decoder",
+        stages: Sequence[int] = (-1,),
+    ) -> None:
+        super().__init__(student, teacher)
+        assert teacher is not None
+        if feature not in ("decoder", "stages"):
+            raise KdbenchError(
+                f"method 'cirkd': option 'feature' must be 'decoder' or 'stages', got {feature!r}"
+            )
+        if not tau > 0:
+            raise KdbenchError(f"method 'cirkd': option 'tau' must be positive, got {tau!r}")
+        sizes = {
+            "pixel_memory": pixel_memory,
+            "region_memory": region_memory,
+            "pixel_contrast": pixel_contrast,
+            "region_contrast": region_contrast,
+            "pixels_per_class": pixels_per_class,
+            "stride": stride,
+        }
+        for key, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KdbenchError(
+                    f"method 'cirkd': option {key!r} must be a positive integer, got {value!r}"
+                )
+        self.tau, self.stride, self.feature = tau, stride, feature
+        self.weights = (pair_weight, pixel_weight, region_weight)
+        k = student.num_classes
+        self.per_class = (pixel_contrast // k + 1, region_contrast // k + 1)
+        if feature == "decoder":
+            self.stages: tuple[int, ...] = ()
+            channels = [(student.decoder_channels, teacher.decoder_channels)]
+        else:
+            self.stages = resolve_stages("cirkd", stages, student, teacher)
+            channels = [(student.stage_channels[i], teacher.stage_channels[i]) for i in self.stages]
+        self.projectors = nn.ModuleList(projector(cs, ct) for cs, ct in channels)
+        self.memories = nn.ModuleList(
+            ClassMemory(k, ct, pixel_memory, region_memory, pixels_per_class) for _, ct in channels
+        )
+
+    def _features(self, out: Outputs, info: TapInfo) -> list[Tensor]:
+        """The distilled maps of one model, each pooled to ``stride``."""
+        if self.feature == "decoder":
+            return [pool_to_stride(out.decoder, info.logit_reduction, self.stride)]
+        return [
+            pool_to_stride(out.stages[i], info.stage_reductions[i], self.stride)
+            for i in self.stages
+        ]
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        assert teacher is not None and self.teacher_info is not None
+        pair, pix, reg = [], [], []
+        for fs, ft, project, memory in zip(
+            self._features(student, self.student_info),
+            self._features(teacher, self.teacher_info),
+            self.projectors,
+            self.memories,
+            strict=True,
+        ):
+            ft = ft.detach()
+            fs = resize_like(fs, ft)
+            label = resize_labels(batch.label, tuple(ft.shape[-2:]))
+            pair.append(pair_relation_loss(fs, ft, self.tau))
+            s_unit = F.normalize(at_least_float32(project(fs)), dim=1)
+            t_unit = F.normalize(at_least_float32(ft), dim=1)
+            valid = label != IGNORE_INDEX
+            if bool(valid.any()):
+                s_anchor = s_unit.permute(0, 2, 3, 1)[valid]
+                t_anchor = t_unit.permute(0, 2, 3, 1)[valid]
+                v_pix = ClassMemory.sample(memory.pixel_queue, self.per_class[0])
+                v_reg = ClassMemory.sample(memory.region_queue, self.per_class[1])
+                pix.append(memory_relation_loss(s_anchor, t_anchor, v_pix, self.tau))
+                reg.append(memory_relation_loss(s_anchor, t_anchor, v_reg, self.tau))
+            else:
+                pix.append(zero_loss(s_unit))
+                reg.append(zero_loss(s_unit))
+            if self.training:
+                memory.enqueue(t_unit, label)
+        w_pair, w_pix, w_reg = self.weights
+        return {
+            "cirkd_pair": w_pair * torch.stack(pair).sum(),
+            "cirkd_pixel_memory": w_pix * torch.stack(pix).sum(),
+            "cirkd_region_memory": w_reg * torch.stack(reg).sum(),
+        }
+
+
+__all__ = [
+    "CIRKD",
+    "ClassMemory",
+    "memory_relation_loss",
+    "pair_relation_loss",
+    "pool_to_stride",
+    "projector",
+    "relation_kl",
+]

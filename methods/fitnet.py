@@ -1,0 +1,101 @@
+r"""FitNets: hint-based feature distillation.
+
+Romero, Ballas, Ebrahimi Kahou, Chassang, Gatta and Bengio, "FitNets: Hints for Thin Deep
+Nets", ICLR 2015.
+
+For each distilled encoder stage s (default the last one) with student feature f_S of shape
+(N, C_S, H_S, W_S) and teacher feature f_T of shape (N, C_T, H, W), a learnable 1x1 conv
+adapter A (C_S -> C_T, no bias; the identity when C_S = C_T) maps the student into the
+teacher's space ("regressor" in the paper), and
+
+    L_FitNet = Σ_s mean_{n,c,h,w} (R(A(f_S)) − f_T)²
+
+where R is a bilinear resize to the teacher's spatial size (H, W), used only when the sizes
+differ. The adapter is trained jointly with the student by this loss; the paper's separate
+hint-training stage is not used (the segmentation convention of CIRKD, Yang et al. CVPR 2022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdbench.connectors import channel_adapter
+from kdbench.errors import KdbenchError
+from kdbench.method import Batch, Method, resize_like
+from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.registry import register_method
+
+
+def resolve_stages(
+    method: str, stages: Sequence[int], student: TapInfo, teacher: TapInfo
+) -> tuple[int, ...]:
+    """Check the ``stages`` option: Python indices into both stage lists, e.g. ``(-2, -1)``.
+
+    Index i selects ``student.stages[i]`` and ``teacher.stages[i]``, so negative indices pair
+    the deepest stages even when the two encoders have different numbers of stages. Raises
+    :class:`KdbenchError` for an empty selection, a non-integer, an index out of range of either
+    list, or a stage selected twice.
+    """
+    ns, nt = len(student.stage_channels), len(teacher.stage_channels)
+    selected = tuple(stages)
+    if not selected:
+        raise KdbenchError(f"method {method!r}: option 'stages' must select at least one stage")
+    for i in selected:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise KdbenchError(f"method {method!r}: option 'stages' expects integers, got {i!r}")
+        if not (-ns <= i < ns and -nt <= i < nt):
+            raise KdbenchError(
+                f"method {method!r}: option 'stages' index {i} is out of range for "
+                f"{ns} student and {nt} teacher stages"
+            )
+    if len({i % ns for i in selected}) < len(selected):
+        raise KdbenchError(f"method {method!r}: option 'stages' selects a stage twice: {selected}")
+    return selected
+
+
+def fitnet_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+    """Mean squared error over all elements of two (N, C, H, W) features of the same shape."""
+    return F.mse_loss(student_feature, teacher_feature)
+
+
+@register_method("fitnet", "Romero et al. 2015: MSE between adapted student and teacher features")
+class FitNet(Method):
+    """FitNets hints on the selected encoder stages, one 1x1 adapter per stage.
+
+    The student feature is adapted, then bilinearly resized to the teacher's spatial size.
+    """
+
+    taps = ("stages",)
+
+    def __init__(
+        self,
+        student: TapInfo,
+        teacher: TapInfo | None,
+        *,
+        weight: float = 10.0,
+        stages: Sequence[int] = (-1,),
+    ) -> None:
+        super().__init__(student, teacher)
+        assert teacher is not None
+        self.weight = weight
+        self.stages = resolve_stages("fitnet", stages, student, teacher)
+        self.adapters = nn.ModuleList(
+            channel_adapter(student.stage_channels[i], teacher.stage_channels[i])
+            for i in self.stages
+        )
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        assert teacher is not None
+        losses = []
+        for i, adapter in zip(self.stages, self.adapters, strict=True):
+            ft = teacher.stages[i]
+            fs = resize_like(adapter(student.stages[i]), ft)
+            losses.append(fitnet_loss(fs, ft.to(fs.dtype)))
+        return {"fitnet": self.weight * torch.stack(losses).sum()}
+
+
+__all__ = ["FitNet", "fitnet_loss", "resolve_stages"]
