@@ -16,9 +16,9 @@ each class, testable alone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,12 +31,18 @@ from kdbench.registry import METHODS
 __all__ = [
     "IGNORE_INDEX",
     "Batch",
+    "FeatureSource",
     "Method",
     "MethodSet",
     "build_method",
+    "check_choice",
+    "distilled_channels",
+    "distilled_features",
+    "distilled_reductions",
     "method_options",
     "resize_labels",
     "resize_like",
+    "resolve_stages",
     "zero_loss",
 ]
 
@@ -105,7 +111,9 @@ class Method(nn.Module):
 def method_options(cls: type[Method]) -> dict[str, Any]:
     """The keyword options of a method class and their defaults (``kdbench list methods``)."""
     params = list(inspect.signature(cls.__init__).parameters.values())[3:]
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or p.default is not p.empty}
+    return {
+        p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or p.default is not p.empty
+    }
 
 
 class MethodSet(Method):
@@ -125,9 +133,7 @@ class MethodSet(Method):
         self.terms = nn.ModuleDict(terms)
         self.taps = tuple(sorted({t for m in terms.values() for t in m.taps}))
 
-    def forward(
-        self, student: Outputs, teacher: Outputs | None, batch: Batch
-    ) -> dict[str, Tensor]:
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for key, method in self.terms.items():
             for name, value in method(student, teacher, batch).items():
@@ -164,3 +170,90 @@ def zero_loss(ref: Tensor) -> Tensor:
     """A zero that keeps the graph and device of ``ref`` (for batches with nothing to distil)."""
     return ref.sum() * 0.0
 
+
+# Option checks and feature selection shared by the methods that distil features.
+
+FeatureSource = Literal["decoder", "stages"]
+"""Which features a method distils: the decoder feature the classifier reads, or encoder stages."""
+
+T = TypeVar("T")
+
+
+def check_choice(method: str, key: str, value: object, choices: Sequence[str]) -> None:
+    """Raise a :class:`KdbenchError` unless option ``key`` of ``method`` is one of ``choices``.
+
+    The message lists the choices in the given order, e.g. ``must be 'a', 'b' or 'c', got 'x'``.
+    """
+    if value in choices:
+        return
+    quoted = [repr(c) for c in choices]
+    listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+    raise KdbenchError(f"method {method!r}: option {key!r} must be {listed}, got {value!r}")
+
+
+def resolve_stages(
+    method: str, stages: Sequence[int], student: TapInfo, teacher: TapInfo
+) -> tuple[int, ...]:
+    """Check the ``stages`` option: Python indices into both stage lists, e.g. ``(-2, -1)``.
+
+    Index i selects ``student.stages[i]`` and ``teacher.stages[i]``, so negative indices pair
+    the deepest stages even when the two encoders have different numbers of stages. Raises
+    :class:`KdbenchError` for an empty selection, a non-integer, an index out of range of either
+    list, or a stage selected twice.
+    """
+    ns, nt = len(student.stage_channels), len(teacher.stage_channels)
+    selected = tuple(stages)
+    if not selected:
+        raise KdbenchError(f"method {method!r}: option 'stages' must select at least one stage")
+    for i in selected:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise KdbenchError(f"method {method!r}: option 'stages' expects integers, got {i!r}")
+        if not (-ns <= i < ns and -nt <= i < nt):
+            raise KdbenchError(
+                f"method {method!r}: option 'stages' index {i} is out of range for "
+                f"{ns} student and {nt} teacher stages"
+            )
+    if len({i % ns for i in selected}) < len(selected):
+        raise KdbenchError(f"method {method!r}: option 'stages' selects a stage twice: {selected}")
+    return selected
+
+
+def _select(
+    feature: FeatureSource, stages: Sequence[int], decoder: T, per_stage: Sequence[T]
+) -> list[T]:
+    """``[decoder]`` for ``feature="decoder"``, ``[per_stage[i] for i in stages]`` for stages."""
+    if feature == "decoder":
+        return [decoder]
+    if feature == "stages":
+        return [per_stage[i] for i in stages]
+    raise ValueError(f"feature must be 'decoder' or 'stages', got {feature!r}")
+
+
+def distilled_features(
+    outputs: Outputs, feature: FeatureSource, stages: Sequence[int]
+) -> list[Tensor]:
+    """The maps a method distils from one model's outputs, in the same order for both models.
+
+    ``feature="decoder"``: ``[outputs.decoder]``, one (N, D, h, w) map (``stages`` is ignored);
+    ``feature="stages"``: ``[outputs.stages[i] for i in stages]``, each (N, C_i, H/r_i, W/r_i),
+    with ``stages`` as returned by :func:`resolve_stages`.
+    """
+    return _select(feature, stages, outputs.decoder, outputs.stages)
+
+
+def distilled_channels(info: TapInfo, feature: FeatureSource, stages: Sequence[int]) -> list[int]:
+    """Channels of each map :func:`distilled_features` returns, known before any forward pass.
+
+    ``[info.decoder_channels]`` (D) or ``[info.stage_channels[i] for i in stages]`` (C_i); for
+    sizing adapters and projectors.
+    """
+    return _select(feature, stages, info.decoder_channels, info.stage_channels)
+
+
+def distilled_reductions(info: TapInfo, feature: FeatureSource, stages: Sequence[int]) -> list[int]:
+    """Downsampling factor, relative to the input, of each map :func:`distilled_features` returns.
+
+    ``[info.logit_reduction]`` (the decoder feature is at the logits' resolution) or
+    ``[info.stage_reductions[i] for i in stages]`` (r_i).
+    """
+    return _select(feature, stages, info.logit_reduction, info.stage_reductions)

@@ -51,10 +51,9 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like
+from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 
 KERNELS = ("laplace", "gaussian", "laplace_l1", "linear")
 CKAS = ("linear", "rbf")

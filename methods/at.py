@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.method import Batch, Method
+from kdbench.method import Batch, Method, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 
 
 def attention_map(feature: Tensor, size: tuple[int, ...] | None = None) -> Tensor:

@@ -62,7 +62,6 @@ makes the method deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,17 +72,20 @@ from kdbench.errors import KdbenchError
 from kdbench.method import (
     IGNORE_INDEX,
     Batch,
+    FeatureSource,
     Method,
+    check_choice,
+    distilled_channels,
+    distilled_features,
+    distilled_reductions,
     resize_labels,
     resize_like,
+    resolve_stages,
     zero_loss,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 from methods.kd import pixel_kl
-
-Feature = Literal["decoder", "stages"]
 
 
 def at_least_float32(x: Tensor) -> Tensor:
@@ -217,15 +219,12 @@ class CIRKD(Method):
         region_contrast: int = 1024,
         pixels_per_class: int = 16,
         stride: int = 8,
-        feature: Feature = "decoder",
+        feature: FeatureSource = "decoder",
         stages: Sequence[int] = (-1,),
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
-        if feature not in ("decoder", "stages"):
-            raise KdbenchError(
-                f"method 'cirkd': option 'feature' must be 'decoder' or 'stages', got {feature!r}"
-            )
+        check_choice("cirkd", "feature", feature, ("decoder", "stages"))
         if not tau > 0:
             raise KdbenchError(f"method 'cirkd': option 'tau' must be positive, got {tau!r}")
         sizes = {
@@ -245,25 +244,23 @@ class CIRKD(Method):
         self.weights = (pair_weight, pixel_weight, region_weight)
         k = student.num_classes
         self.per_class = (pixel_contrast // k + 1, region_contrast // k + 1)
-        if feature == "decoder":
-            self.stages: tuple[int, ...] = ()
-            channels = [(student.decoder_channels, teacher.decoder_channels)]
-        else:
-            self.stages = resolve_stages("cirkd", stages, student, teacher)
-            channels = [(student.stage_channels[i], teacher.stage_channels[i]) for i in self.stages]
-        self.projectors = nn.ModuleList(projector(cs, ct) for cs, ct in channels)
+        self.stages = (
+            resolve_stages("cirkd", stages, student, teacher) if feature == "stages" else ()
+        )
+        s_channels = distilled_channels(student, feature, self.stages)
+        t_channels = distilled_channels(teacher, feature, self.stages)
+        self.projectors = nn.ModuleList(
+            projector(cs, ct) for cs, ct in zip(s_channels, t_channels, strict=True)
+        )
         self.memories = nn.ModuleList(
-            ClassMemory(k, ct, pixel_memory, region_memory, pixels_per_class) for _, ct in channels
+            ClassMemory(k, ct, pixel_memory, region_memory, pixels_per_class) for ct in t_channels
         )
 
     def _features(self, out: Outputs, info: TapInfo) -> list[Tensor]:
         """The distilled maps of one model, each pooled to ``stride``."""
-        if self.feature == "decoder":
-            return [pool_to_stride(out.decoder, info.logit_reduction, self.stride)]
-        return [
-            pool_to_stride(out.stages[i], info.stage_reductions[i], self.stride)
-            for i in self.stages
-        ]
+        maps = distilled_features(out, self.feature, self.stages)
+        reductions = distilled_reductions(info, self.feature, self.stages)
+        return [pool_to_stride(f, r, self.stride) for f, r in zip(maps, reductions, strict=True)]
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None and self.teacher_info is not None

@@ -34,11 +34,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like
+from kdbench.method import (
+    Batch,
+    Method,
+    check_choice,
+    distilled_channels,
+    distilled_features,
+    resize_like,
+    resolve_stages,
+)
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 
 
 def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 4.0) -> Tensor:
@@ -74,25 +80,18 @@ class CWD(Method):
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
-        if on not in ("logits", "decoder", "stages"):
-            raise KdbenchError(
-                f"method 'cwd': option 'on' must be 'logits', 'decoder' or 'stages', got {on!r}"
-            )
+        check_choice("cwd", "on", on, ("logits", "decoder", "stages"))
         self.tau, self.weight, self.on = tau, weight, on
         self.taps = (on,)
         self.stages = resolve_stages("cwd", stages, student, teacher) if on == "stages" else ()
-        channels = {
-            "logits": [],
-            "decoder": [(student.decoder_channels, teacher.decoder_channels)],
-            "stages": [(student.stage_channels[i], teacher.stage_channels[i]) for i in self.stages],
-        }[on]
-        self.adapters = nn.ModuleList(channel_adapter(cs, ct) for cs, ct in channels)
-
-    def _features(self, outputs: Outputs) -> tuple[Tensor, ...]:
-        """The feature maps this instance distils, in the order of ``self.adapters``."""
-        if self.on == "decoder":
-            return (outputs.decoder,)
-        return tuple(outputs.stages[i] for i in self.stages)
+        self.adapters = nn.ModuleList()
+        if on != "logits":
+            channels = zip(
+                distilled_channels(student, on, self.stages),
+                distilled_channels(teacher, on, self.stages),
+                strict=True,
+            )
+            self.adapters.extend(channel_adapter(cs, ct) for cs, ct in channels)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
@@ -101,7 +100,10 @@ class CWD(Method):
             loss = cwd_loss(zs, resize_like(teacher.logits, zs).to(zs.dtype), self.tau)
         else:
             pairs = zip(
-                self._features(student), self._features(teacher), self.adapters, strict=True
+                distilled_features(student, self.on, self.stages),
+                distilled_features(teacher, self.on, self.stages),
+                self.adapters,
+                strict=True,
             )
             losses = []
             for fs, ft, adapter in pairs:

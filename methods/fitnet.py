@@ -24,37 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like
+from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-
-
-def resolve_stages(
-    method: str, stages: Sequence[int], student: TapInfo, teacher: TapInfo
-) -> tuple[int, ...]:
-    """Check the ``stages`` option: Python indices into both stage lists, e.g. ``(-2, -1)``.
-
-    Index i selects ``student.stages[i]`` and ``teacher.stages[i]``, so negative indices pair
-    the deepest stages even when the two encoders have different numbers of stages. Raises
-    :class:`KdbenchError` for an empty selection, a non-integer, an index out of range of either
-    list, or a stage selected twice.
-    """
-    ns, nt = len(student.stage_channels), len(teacher.stage_channels)
-    selected = tuple(stages)
-    if not selected:
-        raise KdbenchError(f"method {method!r}: option 'stages' must select at least one stage")
-    for i in selected:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise KdbenchError(f"method {method!r}: option 'stages' expects integers, got {i!r}")
-        if not (-ns <= i < ns and -nt <= i < nt):
-            raise KdbenchError(
-                f"method {method!r}: option 'stages' index {i} is out of range for "
-                f"{ns} student and {nt} teacher stages"
-            )
-    if len({i % ns for i in selected}) < len(selected):
-        raise KdbenchError(f"method {method!r}: option 'stages' selects a stage twice: {selected}")
-    return selected
 
 
 def fitnet_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
@@ -98,4 +70,4 @@ class FitNet(Method):
         return {"fitnet": self.weight * torch.stack(losses).sum()}
 
 
-__all__ = ["FitNet", "fitnet_loss", "resolve_stages"]
+__all__ = ["FitNet", "fitnet_loss"]

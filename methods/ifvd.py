@@ -41,14 +41,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like, zero_loss
+from kdbench.method import (
+    IGNORE_INDEX,
+    Batch,
+    FeatureSource,
+    Method,
+    check_choice,
+    distilled_features,
+    resize_labels,
+    resize_like,
+    resolve_stages,
+    zero_loss,
+)
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 
 Reduction = Literal["valid", "all"]
-Feature = Literal["stages", "decoder"]
 
 
 def prototype_cosine_map(feature: Tensor, label: Tensor, num_classes: int) -> Tensor:
@@ -103,28 +111,23 @@ class IFVD(Method):
         weight: float = 20.0,
         stages: Sequence[int] = (-1,),
         reduction: Reduction = "valid",
-        feature: Feature = "stages",
+        feature: FeatureSource = "stages",
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
-        if reduction not in ("valid", "all"):
-            raise KdbenchError(
-                f"method 'ifvd': option 'reduction' must be 'valid' or 'all', got {reduction!r}"
-            )
-        if feature not in ("stages", "decoder"):
-            raise KdbenchError(
-                f"method 'ifvd': option 'feature' must be 'stages' or 'decoder', got {feature!r}"
-            )
+        check_choice("ifvd", "reduction", reduction, ("valid", "all"))
+        check_choice("ifvd", "feature", feature, ("stages", "decoder"))
         self.weight, self.reduction, self.feature = weight, reduction, feature
         self.stages = resolve_stages("ifvd", stages, student, teacher)
         self.num_classes = student.num_classes
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
-        if self.feature == "decoder":
-            pairs = [(student.decoder, teacher.decoder)]
-        else:
-            pairs = [(student.stages[i], teacher.stages[i]) for i in self.stages]
+        pairs = zip(
+            distilled_features(student, self.feature, self.stages),
+            distilled_features(teacher, self.feature, self.stages),
+            strict=True,
+        )
         losses = []
         for fs, ft in pairs:
             ft = ft.detach()

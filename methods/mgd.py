@@ -29,10 +29,9 @@ from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
 from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like
+from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 
 
 def random_keep_mask(like: Tensor, lam: float) -> Tensor:

@@ -50,15 +50,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like
+from kdbench.method import (
+    Batch,
+    FeatureSource,
+    Method,
+    check_choice,
+    distilled_features,
+    resize_like,
+    resolve_stages,
+)
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
-from methods.fitnet import resolve_stages
 from methods.kd import kd_loss
 
 Pool = Literal["max2", "grid2"]
-Feature = Literal["stages", "decoder"]
 
 
 def pool_nodes(feature: Tensor, pool: Pool) -> Tensor:
@@ -114,28 +119,23 @@ class SKD(Method):
         pixel_weight: float = 10.0,
         pool: Pool = "max2",
         stages: Sequence[int] = (-1,),
-        feature: Feature = "stages",
+        feature: FeatureSource = "stages",
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
-        if pool not in ("max2", "grid2"):
-            raise KdbenchError(
-                f"method 'skd': option 'pool' must be 'max2' or 'grid2', got {pool!r}"
-            )
-        if feature not in ("stages", "decoder"):
-            raise KdbenchError(
-                f"method 'skd': option 'feature' must be 'stages' or 'decoder', got {feature!r}"
-            )
+        check_choice("skd", "pool", pool, ("max2", "grid2"))
+        check_choice("skd", "feature", feature, ("stages", "decoder"))
         self.pair_weight, self.pixel_weight, self.pool = pair_weight, pixel_weight, pool
         self.feature = feature
         self.stages = resolve_stages("skd", stages, student, teacher)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
-        if self.feature == "decoder":
-            pairs = [(student.decoder, teacher.decoder)]
-        else:
-            pairs = [(student.stages[i], teacher.stages[i]) for i in self.stages]
+        pairs = zip(
+            distilled_features(student, self.feature, self.stages),
+            distilled_features(teacher, self.feature, self.stages),
+            strict=True,
+        )
         pair = []
         for fs, ft in pairs:
             ft = ft.detach()

@@ -1,4 +1,4 @@
-"""Tests of methods/fitnet.py (FitNets hints) and of its stage selection, ``resolve_stages``."""
+"""Tests of methods/fitnet.py (FitNets hints) and of its use of ``resolve_stages``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options
+from kdbench.method import IGNORE_INDEX, Batch, method_options, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
-from methods.fitnet import FitNet, resolve_stages
+from methods.fitnet import FitNet
 
 
 def info(*channels: int) -> TapInfo:
