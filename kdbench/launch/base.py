@@ -10,12 +10,14 @@ failed is not started: its record says so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-RunFn = Callable[[Any, str], dict[str, Any]]
-"""``train_run(spec, results_dir) -> record``; picklable (it lives in the installed package)."""
+RunFn = Callable[..., dict[str, Any]]
+"""``train_run(spec, results_dir, progress=None) -> record``; picklable (it lives in the installed
+package). ``progress`` is an optional callback for in-process progress lines."""
 
 
 class Executor(Protocol):
@@ -24,3 +26,26 @@ class Executor(Protocol):
     def run(
         self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
     ) -> list[dict[str, Any]]: ...
+
+
+def failed_record(spec: Any, error: str, traceback: str | None = None) -> dict[str, Any]:
+    """A ``status == "failed"`` record for ``spec`` (schema in :mod:`kdbench.results.store`).
+
+    ``config`` is ``spec.to_dict()`` (a RunSpec), else the spec as a dict when it is a
+    dataclass; ``suite`` and ``axes`` are copied when the spec has them.
+    """
+    record: dict[str, Any] = {
+        "id": spec.id,
+        "kind": spec.kind,
+        "status": "failed",
+        "error": error,
+        "traceback": traceback,
+    }
+    if hasattr(spec, "to_dict"):
+        record["config"] = spec.to_dict()
+    elif dataclasses.is_dataclass(spec):
+        record["config"] = dataclasses.asdict(spec)
+    for key in ("suite", "axes"):
+        if hasattr(spec, key):
+            record[key] = getattr(spec, key)
+    return record

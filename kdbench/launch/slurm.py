@@ -33,7 +33,6 @@ The sbatch scripts, pickles and job logs live under ``folder``.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import subprocess
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.errors import KdbenchError
-from kdbench.launch.base import RunFn
+from kdbench.launch.base import RunFn, failed_record
 from kdbench.results.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -70,29 +69,6 @@ def run_job(fn: RunFn, spec: Any, results_dir: str) -> dict[str, Any]:
         raise RunFailed(
             f"run {spec.id} ended with status {record.get('status')!r}: {record.get('error')}"
         )
-    return record
-
-
-def failed_record(spec: Any, error: str, traceback: str | None = None) -> dict[str, Any]:
-    """A ``status == "failed"`` record for ``spec`` (schema in :mod:`kdbench.results.store`).
-
-    ``config`` is ``spec.to_dict()`` (a RunSpec), else the spec as a dict when it is a
-    dataclass; ``suite`` and ``axes`` are copied when the spec has them.
-    """
-    record: dict[str, Any] = {
-        "id": spec.id,
-        "kind": spec.kind,
-        "status": "failed",
-        "error": error,
-        "traceback": traceback,
-    }
-    if hasattr(spec, "to_dict"):
-        record["config"] = spec.to_dict()
-    elif dataclasses.is_dataclass(spec):
-        record["config"] = dataclasses.asdict(spec)
-    for key in ("suite", "axes"):
-        if hasattr(spec, key):
-            record[key] = getattr(spec, key)
     return record
 
 

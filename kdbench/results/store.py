@@ -1,12 +1,15 @@
 """The run store: one folder per run under ``<results>/runs/<run id>/``.
 
 Each run folder holds ``record.json`` (the record below, written atomically by a temp file and a
-rename, so a reader never sees half a record) and, while the run trains, ``checkpoint.pt``.
+rename, so a reader never sees half a record), ``history.json`` (the training curves, kept apart
+so that tables never parse them), ``model.pt`` (the final weights) and, while the run trains,
+``checkpoint.pt``.
 
 A record is a JSON object:
 
 - ``id``: the run id (12 hex digits, a hash of the resolved config), ``suite``: the suite name;
-- ``kind``: ``"teacher"`` or ``"student"``; ``status``: ``"complete"``, ``"failed"`` or ``"running"``;
+- ``kind``: ``"teacher"`` or ``"student"``;
+- ``status``: ``"complete"``, ``"failed"`` or ``"running"``;
 - ``axes``: the grid coordinates used by tables: ``dataset``, ``student`` (backbone name; for a
   teacher, its RGB backbone), ``method`` (row label, e.g. ``"kd"``, ``"kd+cwd"``; ``"teacher"``
   for teachers), ``seed``, ``teacher`` (the teacher's run id; null for a teacher);
@@ -14,8 +17,6 @@ A record is a JSON object:
 - ``metrics`` (complete runs): ``miou``, ``mfsc``, ``pixel_acc`` in percent, ``per_class_iou``
   {class name: percent or null when the class never occurs}, on the evaluation split, for the
   final model; ``best_val`` the best periodic evaluation (logged, never the headline);
-- ``history``: a list of ``{"step", "epoch", "loss", "losses": {term: value}, "lr"}`` and periodic
-  ``{"step", "eval": {metrics}}`` entries (the training curves);
 - ``timing``: ``wall_time_s``, ``step_time_s`` (mean seconds per training step), ``peak_memory_mb``;
 - ``extra_params``: trainable parameters the method adds; ``student_params``;
 - ``env``: library versions, device, host; ``error`` (failed runs): one line; ``traceback``.
@@ -43,7 +44,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False, default=str)
+            json.dump(obj, f, indent=1, allow_nan=False, default=str)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -68,6 +69,21 @@ class RunStore:
 
     def checkpoint_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "checkpoint.pt"
+
+    def history_path(self, run_id: str) -> Path:
+        """The training curves: a JSON list of ``{"step", "epoch", "loss", "losses": {term:
+        value}, "lr"}`` entries and periodic ``{"step", "eval": {metrics}}`` entries."""
+        return self.run_dir(run_id) / "history.json"
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The training curves of ``run_id`` (empty if it has none yet)."""
+        path = self.history_path(run_id)
+        if not path.exists():
+            return []
+        try:
+            return list(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise KdbenchError(f"{path}: not a readable training history ({exc})") from None
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["id"])

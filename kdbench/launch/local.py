@@ -1,0 +1,108 @@
+"""The in-process executor: runs waves one after the other in this Python process.
+
+On a CPU machine this is the fastest choice (torch already uses every core inside one run).
+It prints one progress line per log interval: runs done, the current run, its step and epoch,
+and estimated times left for the run and the suite.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from kdbench.launch.base import RunFn, failed_record
+from kdbench.results.store import RunStore
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class ProgressPrinter:
+    """Progress lines for a sequence of runs; the suite ETA is the mean time of finished runs of
+    each kind times the runs of that kind still to do."""
+
+    def __init__(self, runs: Sequence[Any], stream: TextIO = sys.stderr) -> None:
+        self.total = len(runs)
+        self.todo = {
+            kind: sum(1 for r in runs if r.kind == kind) for kind in ("teacher", "student")
+        }
+        self.durations: dict[str, list[float]] = {"teacher": [], "student": []}
+        self.done = 0
+        self.stream = stream
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def finish(self, spec: Any, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.todo[spec.kind] -= 1
+        self.durations[spec.kind].append(time.perf_counter() - self.started)
+        miou = (record.get("metrics") or {}).get("miou")
+        result = f"mIoU {miou:.2f}" if miou is not None else record.get("error", record["status"])
+        print(
+            f"[{self.done}/{self.total}] {spec.describe()}  {record['status']}: {result}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def suite_eta(self, run_eta: float) -> float | None:
+        left = run_eta
+        for kind, count in self.todo.items():
+            remaining = count - 1 if count else 0
+            if remaining and not self.durations[kind]:
+                return None
+            if remaining:
+                left += remaining * sum(self.durations[kind]) / len(self.durations[kind])
+        return left
+
+    def __call__(self, spec: Any, info: dict[str, Any]) -> None:
+        print(
+            f"[{self.done}/{self.total} done] {spec.describe()}"
+            f"  step {info['step']}/{info['total']} epoch {info['epoch']}  loss {info['loss']:.4f}"
+            f"  run ETA {format_seconds(info['eta_s'])}"
+            f"  suite ETA {format_seconds(self.suite_eta(info['eta_s']))}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+class LocalExecutor:
+    """Trains every run in this process, teachers first; a student of a failed teacher is skipped
+    with a failed record that names the teacher."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+
+    def run(
+        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
+    ) -> list[dict[str, Any]]:
+        store = RunStore(results_dir)
+        printer = ProgressPrinter([spec for wave in waves for spec in wave], self.stream)
+        records: list[dict[str, Any]] = []
+        failed_teachers: dict[str, str] = {}
+        for wave in waves:
+            for spec in wave:
+                printer.start()
+                if spec.teacher_id in failed_teachers:
+                    reason = failed_teachers[spec.teacher_id]
+                    record = failed_record(
+                        spec, f"not started: teacher run {spec.teacher_id} failed ({reason})"
+                    )
+                    store.write(record)
+                else:
+                    record = fn(spec, str(results_dir), progress=printer)
+                if spec.kind == "teacher" and record["status"] != "complete":
+                    failed_teachers[spec.id] = record.get("error", "failed")
+                printer.finish(spec, record)
+                records.append(record)
+        return records
+

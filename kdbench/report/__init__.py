@@ -1,0 +1,70 @@
+"""Reporting: run records -> DataFrame -> statistics -> tables (LaTeX, Markdown, CSV) and plots.
+
+The public entry point for your own analysis is :func:`load_results`::
+
+    from kdbench.report import load_results
+    df = load_results("results")            # one row per run
+    df[df.status == "complete"].groupby(["dataset", "student", "method"]).miou.agg(["mean", "std"])
+
+Modules, each with one job: :mod:`~kdbench.report.frame` (records -> DataFrame),
+:mod:`~kdbench.report.cache` (a results folder -> DataFrame, parsing only changed records),
+:mod:`~kdbench.report.stats` (tests, intervals, ranks, power), :mod:`~kdbench.report.tables`
+(the table model: cells, references, significance, placing), :mod:`~kdbench.report.markdown`,
+:mod:`~kdbench.report.latex`, :mod:`~kdbench.report.tidy` (renderers),
+:mod:`~kdbench.report.text` (what cells and captions say), :mod:`~kdbench.report.render`
+(tables -> one format),
+:mod:`~kdbench.report.summary` (average ranks, Friedman/Nemenyi, seeds needed),
+:mod:`~kdbench.report.plots`, :mod:`~kdbench.report.report` (the ``kdbench report`` folder) and
+:mod:`~kdbench.report.commands` (the CLI subcommands).
+
+This package imports nothing heavy at import time, so ``kdbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdbench.errors import KdbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["load_results", "summary_table"]
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """The run records under the results folder ``path`` as a DataFrame, one row per run.
+
+    Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
+    "failed" | "running"), ``dataset``, ``student``, ``method``, ``seed`` (Int64), ``teacher``
+    (the teacher's run id, None for teachers), ``miou``, ``mfsc``, ``pixel_acc`` (percent, NaN
+    unless complete), one ``iou.<class>`` column per class, ``wall_time_s``, ``step_time_s``,
+    ``peak_memory_mb``, ``extra_params``, ``student_params`` and ``error`` (failed runs).
+
+    Loading keeps a cache of these rows in ``<path>/.kdbench-report-cache.json`` and parses
+    again only the records that changed (see :mod:`kdbench.report.cache`); delete it at will.
+    Raises :class:`kdbench.errors.KdbenchError` if ``path`` holds no run record.
+    """
+    from kdbench.report.cache import load_frame
+
+    return load_frame(path)
+
+
+def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
+    """The Markdown mIoU table of the runs ``run_ids`` under ``path`` (``kdbench run``'s summary).
+
+    Rows method, columns data set / student, as ``kdbench table``. When there is nothing to
+    tabulate yet (no complete student run, say) it says so in one line instead of raising: the
+    runs themselves went through.
+    """
+    from kdbench.report.render import render
+    from kdbench.report.tables import TableSpec, build_tables
+
+    try:
+        frame = load_results(path)
+        frame = frame[frame["id"].isin(set(run_ids))]
+        return render(build_tables(frame, TableSpec()), "markdown")
+    except KdbenchError as exc:
+        return f"(no results table: {exc})"

@@ -1,0 +1,154 @@
+"""The ``kdbench table`` and ``kdbench report`` subcommands.
+
+Only argparse is imported at module level (``kdbench --help`` must stay fast); pandas, scipy
+and matplotlib are imported when a command runs. Mistakes a user can make (no records, an
+unknown metric, axis, format, test or malformed option) raise
+:class:`~kdbench.errors.KdbenchError`, which the CLI prints as one line (exit 2).
+
+Per-class IoU: ``--metric per_class`` makes one table per column key (e.g. per data set and
+student) whose columns are the classes; ``--metric iou.<class>`` puts one class in the usual
+layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kdbench.errors import KdbenchError
+
+_METRIC_HELP = (
+    "miou | mfsc | pixel_acc | per_class (one table per column key, classes as columns) | "
+    "iou.<class> | wall_time_s | step_time_s | peak_memory_mb | extra_params (default: miou)"
+)
+
+
+def _axes(text: str) -> tuple[str, ...]:
+    """``"dataset,student"`` -> ("dataset", "student")."""
+    return tuple(a.strip() for a in text.split(",") if a.strip())
+
+
+def _where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``["method=kd,cwd"]`` -> (("method", ("kd", "cwd")),)."""
+    out = []
+    for item in items:
+        axis, sep, values = item.partition("=")
+        if not sep or not axis.strip() or not values.strip():
+            raise KdbenchError(f"--where {item!r}: expected AXIS=VALUE[,VALUE...]")
+        out.append((axis.strip(), _axes(values)))
+    return tuple(out)
+
+
+def _add_layout(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``table`` and ``report``: layout, selection, cells and tests."""
+    parser.add_argument("results", metavar="RESULTS", help="results folder (holds runs/)")
+    parser.add_argument("--rows", default="method",
+                        help="row axes, comma-separated, must include method (default: method)")
+    parser.add_argument("--cols", default="dataset,student",
+                        help="column axes among suite, dataset, student (default: dataset,student)")
+    parser.add_argument("--where", action="append", default=[], metavar="AXIS=V1[,V2]",
+                        help="keep student runs whose AXIS (suite, dataset, student, method, "
+                        "seed) is one of the values; repeatable; the baseline is always kept")
+    parser.add_argument("--cell", default="std", metavar="std|ci|mean",
+                        help="cell format: mean ± sample std (default), mean with a 95%% "
+                        "percentile bootstrap interval (seeded), or the mean alone")
+    parser.add_argument("--resamples", type=int, default=10_000,
+                        help="bootstrap resamples for --cell ci (default: 10000, seed 0)")
+    parser.add_argument("--test", default="ttest", metavar="ttest|wilcoxon",
+                        help="paired test against the baseline, Holm-corrected per column "
+                        "(default: ttest)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the tests and of the CD (default: 0.05)")
+    parser.add_argument("--decimals", type=int, default=1, help="decimals shown (default: 1)")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``table`` and ``report`` to an argparse subparsers object (each sets ``func``)."""
+    table = subparsers.add_parser(
+        "table",
+        help="aggregate run records into a table (Markdown, LaTeX or CSV)",
+        description="One cell per (row, column): mean over seeds with spread and seed count, "
+        "teacher and student baseline as reference rows, Δ to the baseline, best bold and "
+        "second underlined, significance marks; failed or missing runs are shown, never "
+        "averaged away.",
+    )
+    _add_layout(table)
+    table.add_argument("--metric", default="miou", help=_METRIC_HELP)
+    table.add_argument("--format", default="markdown", metavar="markdown|latex|csv",
+                       help="output format (default: markdown; csv is one tidy line per cell)")
+    table.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
+    table.add_argument("--gap", action="store_true",
+                       help="add the share of the teacher − baseline gap each method closes (%%)")
+    table.add_argument("--delta", action=argparse.BooleanOptionalAction, default=None,
+                       help="show the Δ-to-baseline column (default: on, off for per_class)")
+    table.add_argument("--ranks", action="store_true",
+                       help="add average ranks with the Friedman test and Nemenyi CD")
+    table.add_argument("--power", type=float, metavar="DELTA",
+                       help="add the seeds each column needs to detect DELTA with 80%% power")
+    table.set_defaults(func=run_table)
+
+    report = subparsers.add_parser(
+        "report",
+        help="write every table, plot and a Markdown summary into a folder",
+        description="Tables per metric (Markdown, LaTeX, CSV) with ranks and seeds needed, "
+        "critical-difference diagrams, per-class IoU tables and bars, training curves and "
+        "report.md embedding them.",
+    )
+    _add_layout(report)
+    report.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    report.add_argument("--metrics", default="miou,mfsc,pixel_acc",
+                        help="metrics of the main tables (default: miou,mfsc,pixel_acc)")
+    report.add_argument("--power", type=float, default=1.0, metavar="DELTA",
+                        help="difference the seeds-needed tables plan for (default: 1.0)")
+    report.set_defaults(func=run_report)
+
+
+def _spec(args: argparse.Namespace, **fields: Any) -> Any:
+    """The :class:`~kdbench.report.tables.TableSpec` of the parsed options."""
+    from kdbench.report.tables import TableSpec
+
+    if args.power is not None and args.power <= 0:
+        raise KdbenchError(f"--power {args.power}: expected a difference > 0")
+    return TableSpec(
+        rows=_axes(args.rows),
+        cols=_axes(args.cols),
+        cell=args.cell,
+        test=args.test,
+        alpha=args.alpha,
+        decimals=args.decimals,
+        resamples=args.resamples,
+        where=_where(args.where),
+        **fields,
+    )
+
+
+def run_table(args: argparse.Namespace) -> int:
+    """``kdbench table``: print or write the table; returns the exit code."""
+    from kdbench.report import load_results
+    from kdbench.report.render import render
+    from kdbench.report.tables import build_tables
+
+    spec = _spec(args, metric=args.metric, gap=args.gap, delta=args.delta)
+    tables = build_tables(load_results(args.results), spec)
+    text = render(tables, args.format, args.ranks, args.power)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``kdbench report``: write the report folder; returns the exit code."""
+    from kdbench.report.report import ReportOptions, write_report
+
+    metrics = _axes(args.metrics)
+    if not metrics:
+        raise KdbenchError("--metrics must name at least one metric")
+    options = ReportOptions(metrics=metrics, table=_spec(args, gap=True), power_delta=args.power)
+    path = write_report(args.results, args.out, options)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,153 @@
+"""Run records -> one pandas DataFrame, one row per run.
+
+Columns (see :mod:`kdbench.results.store` for the record schema they come from):
+
+- identity: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
+  "failed" | "running");
+- grid axes: ``dataset``, ``student``, ``method``, ``seed`` (int), ``teacher`` (run id or None);
+- metrics of complete runs (percent, NaN otherwise): ``miou``, ``mfsc``, ``pixel_acc`` and one
+  ``iou.<class>`` column per class seen in any record (NaN where a record's data set lacks the
+  class or the class never occurs in its evaluation split);
+- cost: ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
+  ``student_params``;
+- ``error``: the one-line error of a failed run, else None.
+
+Class columns keep the order in which classes first appear in the records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdbench.errors import KdbenchError
+from kdbench.results.store import RunStore
+
+AXES = ("suite", "dataset", "student", "method")
+"""Axes a table can put in its rows or columns (the seed is what cells aggregate over)."""
+TEACHER = "teacher"
+"""The method label of teacher records."""
+BASELINE = "none"
+"""The method label of the student baseline (cross-entropy only)."""
+IOU_PREFIX = "iou."
+SCALAR_METRICS = ("miou", "mfsc", "pixel_acc")
+TIMING = ("wall_time_s", "step_time_s", "peak_memory_mb")
+PARAMS = ("extra_params", "student_params")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every run record under the results folder ``path`` (``path/runs/*/record.json``).
+
+    Raises :class:`KdbenchError` if the folder does not exist or holds no record.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise KdbenchError(f"results folder {str(root)!r} does not exist")
+    records = list(RunStore(root))
+    if not records:
+        raise KdbenchError(f"no run records in {str(root)!r} (expected runs/<id>/record.json)")
+    return records
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float; None and non-numbers become NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+ROW_VERSION = 1
+"""Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
+
+
+def row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat DataFrame row of one record (class IoUs keyed ``iou.<class>``)."""
+    axes = record.get("axes") or {}
+    metrics = record.get("metrics") or {}
+    timing = record.get("timing") or {}
+    seed = axes.get("seed")
+    out: dict[str, Any] = {
+        "id": record["id"],
+        "suite": record.get("suite"),
+        "kind": record.get("kind"),
+        "status": record.get("status", "failed"),
+        "dataset": axes.get("dataset"),
+        "student": axes.get("student"),
+        "method": axes.get("method"),
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        "teacher": axes.get("teacher"),
+    }
+    for name in SCALAR_METRICS:
+        out[name] = _number(metrics.get(name))
+    for cls, value in (metrics.get("per_class_iou") or {}).items():
+        out[IOU_PREFIX + str(cls)] = _number(value)
+    for name in TIMING:
+        out[name] = _number(timing.get(name))
+    for name in PARAMS:
+        out[name] = _number(record.get(name))
+    out["error"] = record.get("error")
+    return out
+
+
+def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record, with the columns listed in the module docstring."""
+    return rows_to_frame([row(r) for r in records])
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The DataFrame of :func:`row` outputs, columns in the documented order."""
+    return _ordered(pd.DataFrame.from_records(rows))
+
+
+def columns_to_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """The DataFrame of :func:`row` outputs given column by column, in the documented order."""
+    return _ordered(pd.DataFrame(columns))
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the documented columns in order (missing ones added empty)."""
+    fixed = ["id", "suite", "kind", "status", "dataset", "student", "method", "seed", "teacher"]
+    fixed += list(SCALAR_METRICS)
+    classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
+    frame = frame.reindex(columns=fixed + classes + list(TIMING) + list(PARAMS) + ["error"])
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def class_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``iou.<class>`` columns of ``frame``, in order."""
+    return [c for c in frame.columns if c.startswith(IOU_PREFIX)]
+
+
+def histories(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The training-loss curves of the records: one row per logged step.
+
+    Columns: ``id``, ``kind``, ``suite``, ``dataset``, ``student``, ``method``, ``seed``,
+    ``step``, ``loss`` (the total training loss logged at that step). Evaluation entries of the
+    history (``{"step", "eval"}``) are skipped.
+    """
+    rows = []
+    for record in records:
+        axes = record.get("axes") or {}
+        for entry in record.get("history") or ():
+            if "loss" not in entry or "step" not in entry:
+                continue
+            rows.append(
+                (
+                    record["id"],
+                    record.get("kind"),
+                    record.get("suite"),
+                    axes.get("dataset"),
+                    axes.get("student"),
+                    axes.get("method"),
+                    axes.get("seed"),
+                    int(entry["step"]),
+                    _number(entry["loss"]),
+                )
+            )
+    columns = ["id", "kind", "suite", "dataset", "student", "method", "seed", "step", "loss"]
+    return pd.DataFrame(rows, columns=columns)
