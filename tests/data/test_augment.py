@@ -1,0 +1,128 @@
+"""Batch augmentation: identities, the normals flip, determinism, and golden resampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdbench.data.augment import augment_batch
+from kdbench.data.base import IGNORE_INDEX
+from kdbench.errors import KdbenchError
+
+N, H, W, K = 8, 12, 16, 7
+
+
+def batch(seed: int = 0, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.randn(N, 3, H, W, generator=g)
+    x = torch.randn(N, channels, H, W, generator=g)
+    label = torch.randint(0, K, (N, H, W), generator=g)
+    label[:, 0, :3] = IGNORE_INDEX
+    return rgb, x, label
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_no_flip_and_unit_scale_is_the_identity() -> None:
+    rgb, x, label = batch()
+    out = augment_batch(rgb, x, label, gen(0), flip=False, scale=(1.0, 1.0), normals=True)
+    for a, b in zip(out, (rgb, x, label), strict=True):
+        assert torch.equal(a, b) and a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("normals", [False, True])
+def test_flipping_twice_is_the_identity(normals: bool) -> None:
+    rgb, x, label = batch()
+    once = augment_batch(rgb, x, label, gen(3), scale=(1.0, 1.0), normals=normals)
+    twice = augment_batch(*once, gen(3), scale=(1.0, 1.0), normals=normals)
+    for a, b in zip(twice, (rgb, x, label), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(once[0], rgb)  # some sample was flipped
+
+
+def test_flip_negates_the_normals_x_component() -> None:
+    """Each sample is either unchanged or mirrored, with x-channel 0 negated only for normals."""
+    rgb, x, label = batch()
+    out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(5), scale=(1.0, 1.0),
+                                              normals=True)
+    flipped = 0
+    for i in range(N):
+        if torch.equal(out_rgb[i], rgb[i]):
+            assert torch.equal(out_x[i], x[i]) and torch.equal(out_label[i], label[i])
+            continue
+        flipped += 1
+        mirror = x[i, :, :, torch.arange(W - 1, -1, -1)]
+        assert torch.equal(out_rgb[i], rgb[i, :, :, torch.arange(W - 1, -1, -1)])
+        assert torch.equal(out_x[i, 0], -mirror[0]) and torch.equal(out_x[i, 1:], mirror[1:])
+        assert torch.equal(out_label[i], label[i, :, torch.arange(W - 1, -1, -1)])
+    assert 0 < flipped < N
+    plain_x = augment_batch(rgb, x, label, gen(5), scale=(1.0, 1.0), normals=False)[1]
+    assert torch.equal(plain_x[:, 1:], out_x[:, 1:]) and not torch.equal(plain_x, out_x)
+
+
+def test_same_generator_seed_same_output() -> None:
+    rgb, x, label = batch()
+    first = augment_batch(rgb, x, label, gen(11))
+    second = augment_batch(rgb, x, label, gen(11))
+    other = augment_batch(rgb, x, label, gen(12))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_inputs_are_not_modified() -> None:
+    rgb, x, label = batch()
+    copies = (rgb.clone(), x.clone(), label.clone())
+    augment_batch(rgb, x, label, gen(1), normals=True)
+    assert all(torch.equal(a, b) for a, b in zip((rgb, x, label), copies, strict=True))
+
+
+def test_labels_stay_valid_or_ignored_and_shapes_are_kept() -> None:
+    rgb, x, label = batch(channels=1)
+    out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(2), scale=(0.5, 2.0))
+    assert out_rgb.shape == rgb.shape and out_x.shape == x.shape and out_label.shape == label.shape
+    assert out_label.dtype == torch.int64
+    values = set(torch.unique(out_label).tolist())
+    assert values <= set(range(K)) | {IGNORE_INDEX} and len(values & set(range(K))) == K
+
+
+def test_upscale_by_two_is_a_crop_of_the_pixel_replicated_label() -> None:
+    """s = 2: nearest-exact upsampling repeats each label 2 × 2; the output is an H × W window of
+    that image at some integer offset."""
+    rgb, x, label = batch()
+    out_label = augment_batch(rgb, x, label, gen(4), flip=False, scale=(2.0, 2.0))[2]
+    for i in range(N):
+        big = label[i].repeat_interleave(2, 0).repeat_interleave(2, 1)
+        windows = [(dy, dx) for dy in range(H + 1) for dx in range(W + 1)
+                   if torch.equal(big[dy : dy + H, dx : dx + W], out_label[i])]
+        assert windows
+
+
+def test_downscale_by_two_is_average_pooling_pasted_on_an_ignore_canvas() -> None:
+    """s = 1/2: bilinear (align_corners=False) samples at 2i + 1/2, i.e. the mean of each 2 × 2
+    block; labels pick pixel (2i + 1, 2j + 1); the rest is padding (0 and IGNORE_INDEX)."""
+    rgb, x, label = batch()
+    out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(6), flip=False, scale=(0.5, 0.5))
+    h, w = H // 2, W // 2
+    for i in range(N):
+        inside = (out_label[i] != IGNORE_INDEX) | (out_rgb[i].abs().sum(0) > 0)
+        rows, cols = torch.nonzero(inside, as_tuple=True)
+        y0, x0 = int(rows.min()), int(cols.min())
+        assert inside.sum() == h * w and 0 <= y0 <= H - h and 0 <= x0 <= W - w
+        expected = torch.zeros(3, h, w)
+        for c in range(3):
+            for a in range(h):
+                for b in range(w):
+                    expected[c, a, b] = rgb[i, c, 2 * a : 2 * a + 2, 2 * b : 2 * b + 2].mean()
+        torch.testing.assert_close(out_rgb[i, :, y0 : y0 + h, x0 : x0 + w], expected)
+        assert torch.equal(out_label[i, y0 : y0 + h, x0 : x0 + w], label[i, 1::2, 1::2])
+        assert (out_label[i][~inside] == IGNORE_INDEX).all()
+        assert (out_rgb[i][:, ~inside] == 0).all() and (out_x[i][:, ~inside] == 0).all()
+
+
+@pytest.mark.parametrize("scale", [(0.0, 1.0), (1.5, 1.0), (-1.0, 2.0)])
+def test_bad_scale_range_raises(scale: tuple[float, float]) -> None:
+    rgb, x, label = batch()
+    with pytest.raises(KdbenchError, match="scale"):
+        augment_batch(rgb, x, label, gen(0), scale=scale)
