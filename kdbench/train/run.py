@@ -1,0 +1,309 @@
+"""One run from spec to record: build, train (resuming from its own checkpoint), evaluate, record.
+
+``train_run(spec, results_dir)`` is what every executor calls, in this process or in a SLURM
+job. It never loses a finished result: a complete record is returned as it is, and a failure
+writes a ``failed`` record (one-line error plus traceback) instead of raising.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdbench.config import RunSpec
+from kdbench.errors import KdbenchError
+from kdbench.method import MethodSet, build_method
+from kdbench.models.student import Segmenter
+from kdbench.registry import DATASETS, TEACHERS
+from kdbench.results.store import RunStore, write_json_atomic
+from kdbench.train import checkpoint
+from kdbench.train.loop import (
+    Models,
+    batch_indices,
+    collate,
+    evaluate,
+    lr_factor,
+    to_device,
+    train_step,
+)
+
+Progress = Callable[[RunSpec, dict[str, Any]], None]
+"""Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA where present, else the CPU; ``cuda`` without a GPU is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdbenchError("device: 'cuda' requested but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build_datasets(spec: RunSpec) -> tuple[Any, Any]:
+    """The train and eval splits of the run's data set (shared by the runs of one process)."""
+    return _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _datasets(name: str, options: str) -> tuple[Any, Any]:
+    cls = DATASETS.get(name)
+    return cls("train", **json.loads(options)), cls("eval", **json.loads(options))
+
+
+def build_model(spec: RunSpec, num_classes: int, x_channels: int) -> torch.nn.Module:
+    model = spec.model
+    if spec.kind == "teacher":
+        return TEACHERS.get(model["kind"])(
+            model["backbone"],
+            num_classes,
+            x_channels,
+            x_backbone=model["x_backbone"],
+            decoder_channels=model["decoder_channels"],
+            pretrained=model["pretrained"],
+        )
+    return Segmenter(
+        model["backbone"],
+        num_classes,
+        decoder_channels=model["decoder_channels"],
+        pretrained=model["pretrained"],
+    )
+
+
+def load_teacher(
+    store: RunStore, teacher: RunSpec, num_classes: int, x_channels: int
+) -> torch.nn.Module:
+    """The trained, frozen teacher of a student run (from the teacher run's ``model.pt``)."""
+    record = store.load(teacher.id)
+    if record is None or record.get("status") != "complete":
+        raise KdbenchError(
+            f"teacher run {teacher.id} is not complete; run the suite's teachers first"
+        )
+    model = build_model(teacher, num_classes, x_channels)
+    model.load_state_dict(checkpoint.load(store.run_dir(teacher.id) / "model.pt")["model"])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import timm
+
+    import kdbench
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "kdbench": kdbench.__version__,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+    }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory: CUDA allocator peak on a GPU; the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def train_run(
+    spec: RunSpec, results_dir: str | Path, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Train and evaluate ``spec`` unless its record is complete; return its record."""
+    store = RunStore(results_dir)
+    existing = store.load(spec.id)
+    if existing is not None and existing.get("status") == "complete":
+        return existing
+    record: dict[str, Any] = {
+        "id": spec.id,
+        "suite": spec.suite,
+        "kind": spec.kind,
+        "status": "running",
+        "axes": spec.axes,
+        "config": spec.to_dict(),
+        "started": time.time(),
+    }
+    store.write(record)
+    try:
+        record.update(_train(spec, store, progress))
+        record["status"] = "complete"
+    except Exception as exc:  # a failed run is a record, never a lost suite
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        record.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {message}",
+            traceback=traceback.format_exc(),
+        )
+    record["finished"] = time.time()
+    store.write(record)
+    return record
+
+
+def _teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
+    """A student's teacher spec, rebuilt from the teacher's record in the store."""
+    record = store.load(spec.teacher_id or "")
+    if record is None:
+        raise KdbenchError(f"teacher run {spec.teacher_id} has no record in {store.root}")
+    config = dict(record["config"])
+    config["method_terms"] = tuple(tuple(t) for t in config["method_terms"])
+    return RunSpec(**config)
+
+
+def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    device = pick_device(spec.device)
+    train_cfg = spec.train
+    torch.manual_seed(spec.seed)
+    train_set, eval_set = build_datasets(spec)
+    model = build_model(spec, train_set.num_classes, train_set.x_channels)
+    teacher = None
+    if spec.kind == "student" and spec.method_terms:  # the baseline never runs its teacher
+        teacher = load_teacher(
+            store, _teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
+        )
+    method: MethodSet = build_method(
+        list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None
+    )
+    fmt = torch.channels_last if train_cfg["channels_last"] else torch.contiguous_format
+    for module in (model, method, teacher):
+        if module is not None:
+            module.to(device, memory_format=fmt)
+    models = Models(model, method, teacher if method.taps else None, uses_x=spec.kind == "teacher")
+    params = [p for p in list(model.parameters()) + list(method.parameters()) if p.requires_grad]
+    optimizer = _optimizer(params, train_cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=train_cfg["amp"] and device.type == "cuda")
+
+    ckpt_path = store.checkpoint_path(spec.id)
+    step, history, elapsed, step_time = 0, [], 0.0, 0.0
+    best: dict[str, Any] | None = None
+    resumed_from: list[int] = []
+    if ckpt_path.exists():
+        state = checkpoint.load(ckpt_path)
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, history = int(state["step"]), list(state["history"])
+        elapsed, step_time = float(state["elapsed"]), float(state["step_time"])
+        best = state.get("best")
+        resumed_from = [*state.get("resumed_from", []), step]
+
+    total = train_cfg["steps"]
+    per_epoch = max(1, len(train_set) // train_cfg["batch_size"])
+    normals = spec.dataset_options.get("modality") == "normals"
+    model.train()
+    window: list[dict[str, float]] = []
+    session_start = time.perf_counter()
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = train_cfg["lr"] * lr_factor(
+                train_cfg["schedule"], step, total, train_cfg["warmup_steps"]
+            )
+        indices = batch_indices(len(train_set), train_cfg["batch_size"], spec.seed, step)
+        data = to_device(collate(train_set, indices), device, train_cfg["channels_last"])
+        t0 = time.perf_counter()
+        window.append(
+            train_step(
+                models, data, step, total, spec.seed, train_cfg, optimizer, scaler, device, normals
+            )
+        )
+        step_time += time.perf_counter() - t0
+        step += 1
+        if step % train_cfg["log_every"] == 0 or step == total:
+            entry = {
+                "step": step,
+                "epoch": step / per_epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "loss": sum(w["loss"] for w in window) / len(window),
+                "losses": {
+                    k: sum(w[k] for w in window) / len(window) for k in window[0] if k != "loss"
+                },
+            }
+            history.append(entry)
+            window = []
+            if progress is not None:
+                rate = (time.perf_counter() - session_start) / max(1, len(history))
+                progress(
+                    spec,
+                    {
+                        "step": step,
+                        "total": total,
+                        "epoch": int(step // per_epoch) + 1,
+                        "loss": entry["loss"],
+                        "eta_s": rate * (total - step) / train_cfg["log_every"],
+                    },
+                )
+        if train_cfg["eval_every"] and step % train_cfg["eval_every"] == 0 and step < total:
+            metrics = evaluate(
+                model, eval_set, models.uses_x, train_cfg["batch_size"], device, train_cfg
+            )
+            history.append({"step": step, "eval": _headline(metrics)})
+            if best is None or (metrics["miou"] or 0) > (best["miou"] or 0):
+                best = {"step": step, **_headline(metrics)}
+        if step % train_cfg["checkpoint_every"] == 0 and step < total:
+            checkpoint.save(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "method": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "resumed_from": resumed_from,
+                    "history": history,
+                    "best": best,
+                    "elapsed": elapsed + time.perf_counter() - start,
+                    "step_time": step_time,
+                },
+            )
+
+    metrics = evaluate(model, eval_set, models.uses_x, train_cfg["batch_size"], device, train_cfg)
+    checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": model.state_dict()})
+    write_json_atomic(store.history_path(spec.id), history)
+    ckpt_path.unlink(missing_ok=True)
+    return {
+        "metrics": metrics,
+        "best_val": best,
+        "resumed_from": resumed_from,
+        "timing": {
+            "wall_time_s": elapsed + time.perf_counter() - start,
+            "step_time_s": step_time / max(1, total),
+            "peak_memory_mb": peak_memory_mb(device),
+            "peak_memory_source": "cuda_max_allocated"
+            if device.type == "cuda"
+            else "process_max_rss",
+        },
+        "student_params": sum(p.numel() for p in model.parameters()),
+        "extra_params": method.extra_parameters(),
+        "env": environment(device),
+    }
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("miou", "mfsc", "pixel_acc")}
+
+
+def _optimizer(params: list[torch.nn.Parameter], train: dict[str, Any]) -> torch.optim.Optimizer:
+    if train["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+    return torch.optim.SGD(
+        params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
+    )
