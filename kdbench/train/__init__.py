@@ -1,0 +1,1 @@
+"""One run: the training loop, evaluation metrics, checkpoints and resume."""

@@ -1,0 +1,164 @@
+"""The training step, the data order and the evaluation of one run.
+
+Determinism without saved RNG streams: every source of randomness is re-seeded from
+``(seed, step)`` (the batch order of an epoch from ``(seed, epoch)``), so a run resumed from a
+checkpoint at step s draws exactly what the uninterrupted run drew from step s on, and the same
+config and seed give the same metrics twice on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from kdbench.data.augment import augment_batch
+from kdbench.data.base import IGNORE_INDEX
+from kdbench.method import Batch, MethodSet
+from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def derived_seed(seed: int, counter: int, stream: int) -> int:
+    """A 63-bit seed for (run seed, step or epoch, stream), well mixed (splitmix64 finaliser)."""
+    z = (seed * _MIX + counter * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (z ^ (z >> 31)) % 2**63
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
+    """Indices of the batch at ``step``: epochs are seeded permutations, the last partial batch
+    of an epoch is dropped (every step sees ``batch_size`` samples)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 1)))
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def collate(dataset: Dataset, indices: Tensor) -> dict[str, Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    return {key: torch.stack([item[key] for item in items]) for key in ("rgb", "x", "label")}
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (linear warm-up, then the schedule)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+@dataclass
+class Models:
+    """What one training step needs: the trained model, its method, and a frozen teacher."""
+
+    model: nn.Module
+    method: MethodSet
+    teacher: nn.Module | None
+    uses_x: bool
+    """Whether the trained model reads the x modality (teachers do, students do not)."""
+
+
+def autocast(device: torch.device, enabled: bool) -> Any:
+    if not enabled:
+        return nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(
+    batch: dict[str, Tensor], device: torch.device, channels_last: bool
+) -> dict[str, Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return {
+        k: v.to(device, non_blocking=True, memory_format=fmt) if v.dim() == 4 else v.to(device)
+        for k, v in batch.items()
+    }
+
+
+def train_step(
+    models: Models,
+    data: dict[str, Tensor],
+    step: int,
+    total_steps: int,
+    seed: int,
+    train: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    normals: bool,
+) -> dict[str, float]:
+    """One optimisation step: augment, forward, CE + distillation terms, backward, update."""
+    torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
+    generator = torch.Generator(device=data["rgb"].device).manual_seed(derived_seed(seed, step, 3))
+    rgb, x, label = augment_batch(
+        data["rgb"],
+        data["x"],
+        data["label"],
+        generator,
+        flip=train["flip"],
+        scale=tuple(train["scale"]),
+        normals=normals,
+    )
+    batch = Batch(rgb=rgb, x=x, label=label, step=step, total_steps=total_steps)
+    with autocast(device, train["amp"]):
+        out = models.model(rgb, x if models.uses_x else None)
+        teacher_out = None
+        if models.teacher is not None and models.method.taps:
+            with torch.no_grad():
+                teacher_out = models.teacher(rgb, x)
+        logits = F.interpolate(
+            out.logits, size=label.shape[-2:], mode="bilinear", align_corners=False
+        )
+        terms = {"ce": F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX)}
+        terms.update(models.method(out, teacher_out, batch))
+        loss = sum(v.float() for v in terms.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    uses_x: bool,
+    batch_size: int,
+    device: torch.device,
+    train: dict[str, Any],
+) -> dict[str, Any]:
+    """Metrics of ``model`` over the whole split (logits upsampled to the label resolution)."""
+    was_training = model.training
+    model.eval()
+    k = dataset.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64)
+    for indices in _chunks(len(dataset), batch_size):
+        data = to_device(collate(dataset, indices), device, train["channels_last"])
+        with autocast(device, train["amp"]):
+            logits = model(data["rgb"], data["x"] if uses_x else None).logits
+        logits = F.interpolate(
+            logits.float(), size=data["label"].shape[-2:], mode="bilinear", align_corners=False
+        )
+        confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"].cpu(), k)
+    model.train(was_training)
+    return metrics_from_confusion(confusion, dataset.class_names)
+
+
+def _chunks(n: int, size: int) -> Iterator[Tensor]:
+    for start in range(0, n, size):
+        yield torch.arange(start, min(n, start + size))
