@@ -59,12 +59,14 @@ def augment_batch(
       each axis on its own.
 
     Returns new tensors of the input shapes and dtypes; the inputs are not modified. With
-    ``flip=False`` and ``scale=(1, 1)`` the output equals the input exactly. A scale range that
+    ``flip=False`` and ``scale=(1, 1)`` the inputs themselves are returned. A scale range that
     is not 0 < scale[0] <= scale[1] raises :class:`KdbenchError`.
     """
     low, high = (float(s) for s in scale)
     if not 0 < low <= high:
         raise KdbenchError(f"train.scale {scale!r}: expected [min, max] with 0 < min <= max")
+    if not flip and low == high == 1.0:
+        return rgb, x, label  # the identity: no copy, no random draw
     n, _, h, w = rgb.shape
     draws = torch.rand(n, 4, generator=generator, device=generator.device).tolist()
     channels = rgb.shape[1]
