@@ -213,7 +213,9 @@ def resolve_stages(
                 f"method {method!r}: option 'stages' index {i} is out of range for "
                 f"{ns} student and {nt} teacher stages"
             )
-    if len({i % ns for i in selected}) < len(selected):
+    if len({i % ns for i in selected}) < len(selected) or len({i % nt for i in selected}) < len(
+        selected
+    ):
         raise KdbenchError(f"method {method!r}: option 'stages' selects a stage twice: {selected}")
     return selected
 

@@ -81,6 +81,7 @@ def test_non_negative_indices_pair_from_the_shallow_end() -> None:
         (("last",), "expects integers, got 'last'"),
         ((-1, 2), r"method 'm': option 'stages' selects a stage twice: \(-1, 2\)"),
         ((0, 0), "selects a stage twice"),
+        ((-3, 1), "selects a stage twice"),  # distinct student stages, one teacher stage
     ],
 )
 def test_bad_stage_selections_raise_one_line_kdbench_errors(stages: tuple, message: str) -> None:
