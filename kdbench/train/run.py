@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -167,10 +168,60 @@ def _teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
     return RunSpec(**config)
 
 
-def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
-    start = time.perf_counter()
-    device = pick_device(spec.device)
-    train_cfg = spec.train
+@dataclass
+class TrainState:
+    """Where a run is; saved in every checkpoint beside the model, method and optimizer."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    elapsed: float = 0.0
+    """Wall seconds spent in earlier sessions of this run (before the last resume)."""
+    step_time: float = 0.0
+    """Seconds spent inside training steps, over all sessions."""
+    resumed_from: list[int] = field(default_factory=list)
+
+
+def _save(
+    path: Path,
+    state: TrainState,
+    models: Models,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    elapsed: float,
+) -> None:
+    checkpoint.save(
+        path,
+        {
+            "model": models.model.state_dict(),
+            "method": models.method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            **asdict(state),
+            "elapsed": elapsed,
+        },
+    )
+
+
+def _restore(
+    path: Path, models: Models, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> TrainState:
+    """Load the run's own checkpoint into the modules; a fresh state if there is none."""
+    if not path.exists():
+        return TrainState()
+    saved = checkpoint.load(path)
+    models.model.load_state_dict(saved["model"])
+    models.method.load_state_dict(saved["method"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
+    state.resumed_from = [*state.resumed_from, state.step]
+    return state
+
+
+def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, Any, Models]:
+    """The data sets and models of a run: the trained model, its method and, for a student
+    whose method reads the teacher, the frozen teacher."""
     torch.manual_seed(spec.seed)
     train_set, eval_set = build_datasets(spec)
     model = build_model(spec, train_set.num_classes, train_set.x_channels)
@@ -182,117 +233,106 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     method: MethodSet = build_method(
         list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None
     )
-    fmt = torch.channels_last if train_cfg["channels_last"] else torch.contiguous_format
+    fmt = torch.channels_last if spec.train["channels_last"] else torch.contiguous_format
     for module in (model, method, teacher):
         if module is not None:
             module.to(device, memory_format=fmt)
     models = Models(model, method, teacher if method.taps else None, uses_x=spec.kind == "teacher")
-    params = [p for p in list(model.parameters()) + list(method.parameters()) if p.requires_grad]
-    optimizer = _optimizer(params, train_cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=train_cfg["amp"] and device.type == "cuda")
+    return train_set, eval_set, models
 
+
+def _log_entry(
+    window: list[dict[str, float]], step: int, epoch: float, lr: float
+) -> dict[str, Any]:
+    """One history entry: the losses averaged over the steps since the last entry."""
+    mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    loss = mean.pop("loss")
+    return {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+
+
+def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    device = pick_device(spec.device)
+    cfg = spec.train
+    train_set, eval_set, models = _build(spec, store, device)
+    params = [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] and device.type == "cuda")
     ckpt_path = store.checkpoint_path(spec.id)
-    step, history, elapsed, step_time = 0, [], 0.0, 0.0
-    best: dict[str, Any] | None = None
-    resumed_from: list[int] = []
-    if ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
-        model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, history = int(state["step"]), list(state["history"])
-        elapsed, step_time = float(state["elapsed"]), float(state["step_time"])
-        best = state.get("best")
-        resumed_from = [*state.get("resumed_from", []), step]
+    state = _restore(ckpt_path, models, optimizer, scaler)
 
-    total = train_cfg["steps"]
-    per_epoch = max(1, len(train_set) // train_cfg["batch_size"])
+    def evaluate_model() -> dict[str, Any]:
+        return evaluate(models.model, eval_set, models.uses_x, cfg["batch_size"], device, cfg)
+
+    total = cfg["steps"]
+    per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
-    model.train()
+    models.model.train()
     window: list[dict[str, float]] = []
-    session_start = time.perf_counter()
-    while step < total:
+    session_start, session_step = time.perf_counter(), state.step
+    while state.step < total:
+        step = state.step
+        lr = cfg["lr"] * lr_factor(cfg["schedule"], step, total, cfg["warmup_steps"])
         for group in optimizer.param_groups:
-            group["lr"] = train_cfg["lr"] * lr_factor(
-                train_cfg["schedule"], step, total, train_cfg["warmup_steps"]
-            )
-        indices = batch_indices(len(train_set), train_cfg["batch_size"], spec.seed, step)
-        data = to_device(collate(train_set, indices), device, train_cfg["channels_last"])
+            group["lr"] = lr
+        indices = batch_indices(len(train_set), cfg["batch_size"], spec.seed, step)
+        data = to_device(collate(train_set, indices), device, cfg["channels_last"])
         t0 = time.perf_counter()
         window.append(
             train_step(
-                models, data, step, total, spec.seed, train_cfg, optimizer, scaler, device, normals
+                models, data, step, total, spec.seed, cfg, optimizer, scaler, device, normals
             )
         )
-        step_time += time.perf_counter() - t0
-        step += 1
-        if step % train_cfg["log_every"] == 0 or step == total:
-            entry = {
-                "step": step,
-                "epoch": step / per_epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "loss": sum(w["loss"] for w in window) / len(window),
-                "losses": {
-                    k: sum(w[k] for w in window) / len(window) for k in window[0] if k != "loss"
-                },
-            }
-            history.append(entry)
+        state.step_time += time.perf_counter() - t0
+        state.step = step = step + 1
+        if step % cfg["log_every"] == 0 or step == total:
+            state.history.append(_log_entry(window, step, step / per_epoch, lr))
             window = []
             if progress is not None:
-                rate = (time.perf_counter() - session_start) / max(1, len(history))
+                per_step = (time.perf_counter() - session_start) / (step - session_step)
                 progress(
                     spec,
                     {
                         "step": step,
                         "total": total,
-                        "epoch": int(step // per_epoch) + 1,
-                        "loss": entry["loss"],
-                        "eta_s": rate * (total - step) / train_cfg["log_every"],
+                        "epoch": step // per_epoch + 1,
+                        "loss": state.history[-1]["loss"],
+                        "eta_s": per_step * (total - step),
                     },
                 )
-        if train_cfg["eval_every"] and step % train_cfg["eval_every"] == 0 and step < total:
-            metrics = evaluate(
-                model, eval_set, models.uses_x, train_cfg["batch_size"], device, train_cfg
-            )
-            history.append({"step": step, "eval": _headline(metrics)})
-            if best is None or (metrics["miou"] or 0) > (best["miou"] or 0):
-                best = {"step": step, **_headline(metrics)}
-        if step % train_cfg["checkpoint_every"] == 0 and step < total:
-            checkpoint.save(
+        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < total:
+            headline = _headline(evaluate_model())
+            state.history.append({"step": step, "eval": headline})
+            if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
+                state.best = {"step": step, **headline}
+        if step % cfg["checkpoint_every"] == 0 and step < total:
+            _save(
                 ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": step,
-                    "resumed_from": resumed_from,
-                    "history": history,
-                    "best": best,
-                    "elapsed": elapsed + time.perf_counter() - start,
-                    "step_time": step_time,
-                },
+                state,
+                models,
+                optimizer,
+                scaler,
+                state.elapsed + time.perf_counter() - start,
             )
 
-    metrics = evaluate(model, eval_set, models.uses_x, train_cfg["batch_size"], device, train_cfg)
-    checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": model.state_dict()})
-    write_json_atomic(store.history_path(spec.id), history)
+    metrics = evaluate_model()
+    checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
+    write_json_atomic(store.history_path(spec.id), state.history)
     ckpt_path.unlink(missing_ok=True)
     return {
         "metrics": metrics,
-        "best_val": best,
-        "resumed_from": resumed_from,
+        "best_val": state.best,
+        "resumed_from": state.resumed_from,
         "timing": {
-            "wall_time_s": elapsed + time.perf_counter() - start,
-            "step_time_s": step_time / max(1, total),
+            "wall_time_s": state.elapsed + time.perf_counter() - start,
+            "step_time_s": state.step_time / max(1, total),
             "peak_memory_mb": peak_memory_mb(device),
             "peak_memory_source": "cuda_max_allocated"
             if device.type == "cuda"
             else "process_max_rss",
         },
-        "student_params": sum(p.numel() for p in model.parameters()),
-        "extra_params": method.extra_parameters(),
+        "student_params": sum(p.numel() for p in models.model.parameters()),
+        "extra_params": models.method.extra_parameters(),
         "env": environment(device),
     }
 
