@@ -118,7 +118,9 @@ class IFVD(Method):
         check_choice("ifvd", "reduction", reduction, ("valid", "all"))
         check_choice("ifvd", "feature", feature, ("stages", "decoder"))
         self.weight, self.reduction, self.feature = weight, reduction, feature
-        self.stages = resolve_stages("ifvd", stages, student, teacher)
+        self.stages = (
+            resolve_stages("ifvd", stages, student, teacher) if feature == "stages" else ()
+        )
         self.num_classes = student.num_classes
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:

@@ -127,7 +127,7 @@ class SKD(Method):
         check_choice("skd", "feature", feature, ("stages", "decoder"))
         self.pair_weight, self.pixel_weight, self.pool = pair_weight, pixel_weight, pool
         self.feature = feature
-        self.stages = resolve_stages("skd", stages, student, teacher)
+        self.stages = resolve_stages("skd", stages, student, teacher) if feature == "stages" else ()
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None

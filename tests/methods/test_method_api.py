@@ -169,7 +169,9 @@ def test_the_methods_choice_errors_name_the_option_and_its_choices(build, messag
         lambda: CIRKD(STUDENT, TEACHER, stages=(9,), pixel_memory=4, region_memory=4),
         lambda: CWD(STUDENT, TEACHER, on="decoder", stages=(9,)),
         lambda: CWD(STUDENT, TEACHER, on="logits", stages=(9,)),
+        lambda: SKD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
+        lambda: IFVD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
     ],
 )
-def test_cirkd_and_cwd_ignore_stages_unless_they_distil_stages(build) -> None:
+def test_feature_methods_ignore_stages_unless_they_distil_stages(build) -> None:
     assert build().stages == ()
