@@ -130,3 +130,12 @@ def test_apply_override_paths() -> None:
 @pytest.mark.parametrize("suite", sorted((ROOT / "suites").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_suites_are_valid(suite: Path) -> None:
     assert load_suite(suite).runs
+
+
+def test_the_readme_suite_example_is_valid(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    suite = load_suite(path)
+    assert [s.method for s in suite.students if s.seed == 0] == ["none", "kd", "hot-kd", "kd+cwd"]
