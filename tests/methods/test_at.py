@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options
-from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.method import method_options
+from kdbench.models.outputs import TapInfo
 from kdbench.registry import METHODS
 from methods.at import AT, at_loss, attention_map
+from tests.methods.fakes import ignored_batch, stage_outputs
 
 STUDENT = TapInfo(
     stage_channels=(3, 4, 6),
@@ -27,21 +28,6 @@ TEACHER = TapInfo(
     num_classes=3,
     logit_reduction=4,
 )
-
-
-def stage_outputs(info: TapInfo, gen: torch.Generator, size: int = 16, scale: float = 1.0):
-    """Outputs with random float64 stage features for two ``size`` x ``size`` images."""
-    stages = tuple(
-        scale * torch.randn(2, c, size // r, size // r, generator=gen, dtype=torch.float64)
-        for c, r in zip(info.stage_channels, info.stage_reductions, strict=True)
-    )
-    logits = torch.zeros(2, info.num_classes, size // 4, size // 4, dtype=torch.float64)
-    return Outputs(logits=logits, stages=stages, decoder=logits)
-
-
-def batch(size: int = 16) -> Batch:
-    label = torch.full((2, size, size), IGNORE_INDEX)
-    return Batch(rgb=torch.zeros(2, 3, size, size), x=torch.zeros(2, 1, size, size), label=label)
 
 
 def at_loop(fs: torch.Tensor, ft: torch.Tensor) -> float:
@@ -81,8 +67,8 @@ def test_method_sums_the_last_two_stages_with_the_cirkd_weight() -> None:
     method = AT(STUDENT, TEACHER)
     assert method.taps == ("stages",) and method.extra_parameters() == 0
     expected = 1e4 * sum(at_loop(s.stages[i], t.stages[i]) for i in (1, 2))
-    assert method(s, t, batch())["at"].item() == pytest.approx(expected, rel=1e-10)
-    only_first = AT(STUDENT, TEACHER, stages=(0,), weight=1.0)(s, t, batch())["at"]
+    assert method(s, t, ignored_batch())["at"].item() == pytest.approx(expected, rel=1e-10)
+    only_first = AT(STUDENT, TEACHER, stages=(0,), weight=1.0)(s, t, ignored_batch())["at"]
     assert only_first.item() == pytest.approx(at_loop(s.stages[0], t.stages[0]), rel=1e-10)
 
 
@@ -124,7 +110,7 @@ def test_gradients_reach_the_student_and_stay_finite_for_zero_features() -> None
     s.stages = (s.stages[0], torch.zeros_like(s.stages[1]), s.stages[2])
     for f in s.stages:
         f.requires_grad_(True)
-    loss = AT(STUDENT, TEACHER, stages=(0, 1, 2))(s, t, batch())["at"]
+    loss = AT(STUDENT, TEACHER, stages=(0, 1, 2))(s, t, ignored_batch())["at"]
     loss.backward()
     assert torch.isfinite(loss)
     for f in s.stages:
@@ -138,7 +124,7 @@ def test_finite_values_and_gradients_for_huge_features() -> None:
     t = stage_outputs(TEACHER, gen, scale=1e4)
     for f in s.stages:
         f.requires_grad_(True)
-    loss = AT(STUDENT, TEACHER)(s, t, batch())["at"]
+    loss = AT(STUDENT, TEACHER)(s, t, ignored_batch())["at"]
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(f.grad).all() for f in s.stages[1:])

@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options, resolve_stages
-from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.method import method_options, resolve_stages
+from kdbench.models.outputs import TapInfo
 from kdbench.registry import METHODS
 from methods.fitnet import FitNet
+from tests.methods.fakes import ignored_batch, stage_outputs
 
 
 def info(*channels: int) -> TapInfo:
@@ -25,21 +26,6 @@ def info(*channels: int) -> TapInfo:
 
 
 STUDENT, TEACHER = info(3, 4, 6), info(5, 8, 10)
-
-
-def stage_outputs(taps: TapInfo, gen: torch.Generator, size: int = 16, scale: float = 1.0):
-    """Outputs with random float64 stage features for two ``size`` x ``size`` images."""
-    stages = tuple(
-        scale * torch.randn(2, c, size // r, size // r, generator=gen, dtype=torch.float64)
-        for c, r in zip(taps.stage_channels, taps.stage_reductions, strict=True)
-    )
-    logits = torch.zeros(2, taps.num_classes, size // 4, size // 4, dtype=torch.float64)
-    return Outputs(logits=logits, stages=stages, decoder=logits)
-
-
-def batch(size: int = 16) -> Batch:
-    label = torch.full((2, size, size), IGNORE_INDEX)
-    return Batch(rgb=torch.zeros(2, 3, size, size), x=torch.zeros(2, 1, size, size), label=label)
 
 
 def fitnet_loop(weight: torch.Tensor, fs: torch.Tensor, ft: torch.Tensor) -> float:
@@ -65,7 +51,7 @@ def test_method_matches_float64_loop_through_the_adapter() -> None:
     assert isinstance(adapter, nn.Conv2d) and adapter.bias is None
     assert method.taps == ("stages",) and method.extra_parameters() == 6 * 10
     expected = 10 * fitnet_loop(adapter.weight[:, :, 0, 0].detach(), s.stages[-1], t.stages[-1])
-    assert method(s, t, batch())["fitnet"].item() == pytest.approx(expected, rel=1e-10)
+    assert method(s, t, ignored_batch())["fitnet"].item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_stages_are_summed_each_with_its_own_adapter() -> None:
@@ -77,7 +63,7 @@ def test_stages_are_summed_each_with_its_own_adapter() -> None:
         fitnet_loop(a.weight[:, :, 0, 0].detach(), s.stages[i], t.stages[i])
         for a, i in zip(method.adapters, (0, 2), strict=True)
     )
-    assert method(s, t, batch())["fitnet"].item() == pytest.approx(expected, rel=1e-10)
+    assert method(s, t, ignored_batch())["fitnet"].item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_equal_channels_use_no_adapter_and_identical_features_give_zero() -> None:
@@ -85,9 +71,9 @@ def test_equal_channels_use_no_adapter_and_identical_features_give_zero() -> Non
     s = stage_outputs(TEACHER, gen)
     method = FitNet(TEACHER, TEACHER)
     assert method.extra_parameters() == 0
-    assert method(s, s, batch())["fitnet"].item() == 0.0
+    assert method(s, s, ignored_batch())["fitnet"].item() == 0.0
     other = stage_outputs(TEACHER, gen)
-    assert method(s, other, batch())["fitnet"].item() > 0
+    assert method(s, other, ignored_batch())["fitnet"].item() > 0
 
 
 def test_student_feature_is_resized_to_the_teacher_size() -> None:
@@ -96,7 +82,7 @@ def test_student_feature_is_resized_to_the_teacher_size() -> None:
     t = stage_outputs(TEACHER, gen)
     s = stage_outputs(TEACHER, gen, size=32)
     s.stages = (*s.stages[:-1], t.stages[-1].repeat_interleave(2, 2).repeat_interleave(2, 3))
-    assert abs(FitNet(TEACHER, TEACHER)(s, t, batch())["fitnet"].item()) < 1e-15
+    assert abs(FitNet(TEACHER, TEACHER)(s, t, ignored_batch())["fitnet"].item()) < 1e-15
 
 
 def test_gradients_reach_the_student_and_the_adapter_and_stay_finite_for_huge_inputs() -> None:
@@ -105,7 +91,7 @@ def test_gradients_reach_the_student_and_the_adapter_and_stay_finite_for_huge_in
     t = stage_outputs(TEACHER, gen, scale=1e4)
     s.stages[-1].requires_grad_(True)
     method = FitNet(STUDENT, TEACHER).double()
-    loss = method(s, t, batch())["fitnet"]
+    loss = method(s, t, ignored_batch())["fitnet"]
     loss.backward()
     assert torch.isfinite(loss)
     for grad in (s.stages[-1].grad, method.adapters[0].weight.grad):
@@ -118,7 +104,9 @@ def test_negative_indices_pair_the_deepest_stages_of_unequal_encoders() -> None:
     method = FitNet(student, teacher)
     assert method.extra_parameters() == 6 * 10
     gen = torch.Generator().manual_seed(5)
-    loss = method.double()(stage_outputs(student, gen), stage_outputs(teacher, gen), batch())
+    loss = method.double()(
+        stage_outputs(student, gen), stage_outputs(teacher, gen), ignored_batch()
+    )
     assert torch.isfinite(loss["fitnet"])
 
 

@@ -1,0 +1,26 @@
+"""Fake model outputs and batches shared by the feature-method tests."""
+
+from __future__ import annotations
+
+import torch
+
+from kdbench.method import IGNORE_INDEX, Batch
+from kdbench.models.outputs import Outputs, TapInfo
+
+
+def stage_outputs(
+    info: TapInfo, gen: torch.Generator, size: int = 16, scale: float = 1.0
+) -> Outputs:
+    """Outputs with random float64 stage features for two ``size`` x ``size`` images."""
+    stages = tuple(
+        scale * torch.randn(2, c, size // r, size // r, generator=gen, dtype=torch.float64)
+        for c, r in zip(info.stage_channels, info.stage_reductions, strict=True)
+    )
+    logits = torch.zeros(2, info.num_classes, size // 4, size // 4, dtype=torch.float64)
+    return Outputs(logits=logits, stages=stages, decoder=logits)
+
+
+def ignored_batch(size: int = 16) -> Batch:
+    """Two ``size`` x ``size`` images whose every pixel is ignored (labels are not read)."""
+    label = torch.full((2, size, size), IGNORE_INDEX)
+    return Batch(rgb=torch.zeros(2, 3, size, size), x=torch.zeros(2, 1, size, size), label=label)
