@@ -24,3 +24,14 @@ def ignored_batch(size: int = 16) -> Batch:
     """Two ``size`` x ``size`` images whose every pixel is ignored (labels are not read)."""
     label = torch.full((2, size, size), IGNORE_INDEX)
     return Batch(rgb=torch.zeros(2, 3, size, size), x=torch.zeros(2, 1, size, size), label=label)
+
+
+def rand(seed: int, *shape: int) -> torch.Tensor:
+    """A float64 standard-normal tensor of ``shape``, determined by ``seed``."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def batch(label: torch.Tensor) -> Batch:
+    """A batch around (N, H, W) ``label``; its images are zeros (only the labels matter)."""
+    n, h, w = label.shape
+    return Batch(rgb=torch.zeros(n, 3, h, w), x=torch.zeros(n, 1, h, w), label=label)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options
+from kdbench.method import IGNORE_INDEX, method_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
 from methods.cirkd import (
@@ -20,15 +20,12 @@ from methods.cirkd import (
     pair_relation_loss,
     pool_to_stride,
 )
+from tests.methods.fakes import batch, rand
 
 K = 3
 STUDENT = TapInfo((3, 4), (8, 16), 5, K, 4)
 TEACHER = TapInfo((6, 8), (8, 16), 7, K, 4)
 SMALL = {"pixel_memory": 6, "region_memory": 4, "pixels_per_class": 2}
-
-
-def rand(seed: int, *shape: int) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def outputs(
@@ -48,11 +45,6 @@ def labels(seed: int, size: int = 16) -> torch.Tensor:
     label = torch.randint(0, K, (2, size, size), generator=g)
     label[torch.rand(2, size, size, generator=g) < 0.2] = IGNORE_INDEX
     return label
-
-
-def batch(label: torch.Tensor) -> Batch:
-    n, h, w = label.shape
-    return Batch(rgb=torch.zeros(n, 3, h, w), x=torch.zeros(n, 1, h, w), label=label)
 
 
 def unit(v: list[float]) -> list[float]:

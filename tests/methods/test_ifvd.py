@@ -9,18 +9,15 @@ import pytest
 import torch
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options
+from kdbench.method import IGNORE_INDEX, method_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
 from methods.ifvd import IFVD, ifvd_loss, prototype_cosine_map
+from tests.methods.fakes import batch, rand
 
 K = 3
 STUDENT = TapInfo((3, 4), (8, 16), 5, K, 4)
 TEACHER = TapInfo((6, 8), (8, 16), 7, K, 4)
-
-
-def rand(seed: int, *shape: int) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def labels(seed: int, n: int, h: int, w: int) -> torch.Tensor:
@@ -59,11 +56,6 @@ def ifvd_loop(fs: torch.Tensor, ft: torch.Tensor, label: torch.Tensor, reduction
     ms, mt = cosine_map_loop(fs, label), cosine_map_loop(ft, label)
     total = sum((ms[p] - mt[p]) ** 2 for p in ms)
     return total / (len(ms) if reduction == "valid" else label.numel())
-
-
-def batch(label: torch.Tensor) -> Batch:
-    n, h, w = label.shape
-    return Batch(rgb=torch.zeros(n, 3, h, w), x=torch.zeros(n, 1, h, w), label=label)
 
 
 def outputs(

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from kdbench.method import IGNORE_INDEX, Batch, method_options
+from kdbench.method import IGNORE_INDEX, method_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
 from methods.kd import KD, kd_loss
+from tests.methods.fakes import batch
 
 INFO = TapInfo(
     stage_channels=(4,), stage_reductions=(4,), decoder_channels=4, num_classes=3, logit_reduction=4
@@ -20,12 +21,6 @@ INFO = TapInfo(
 def outputs(logits: torch.Tensor) -> Outputs:
     """Outputs carrying only logits (KD reads nothing else)."""
     return Outputs(logits=logits, stages=(), decoder=logits)
-
-
-def batch(label: torch.Tensor) -> Batch:
-    """A batch whose images are irrelevant to KD; only the labels matter."""
-    n, h, w = label.shape
-    return Batch(rgb=torch.zeros(n, 3, h, w), x=torch.zeros(n, 1, h, w), label=label)
 
 
 def log_softmax_list(xs: list[float]) -> list[float]:

@@ -12,13 +12,10 @@ from kdbench.method import IGNORE_INDEX, Batch, method_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
 from methods.mgd import MGD, generator, mgd_loss, random_keep_mask
+from tests.methods.fakes import rand
 
 STUDENT = TapInfo((3, 4), (8, 16), 5, 3, 4)
 TEACHER = TapInfo((6, 5), (8, 16), 7, 3, 4)
-
-
-def rand(seed: int, *shape: int) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def outputs(

@@ -9,17 +9,14 @@ import pytest
 import torch
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX, Batch, method_options
+from kdbench.method import IGNORE_INDEX, method_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import METHODS
 from methods.skd import SKD, pair_wise_loss
+from tests.methods.fakes import batch, rand
 
 STUDENT = TapInfo((3, 4), (8, 16), 5, 3, 4)
 TEACHER = TapInfo((6, 8), (8, 16), 7, 3, 4)
-
-
-def rand(seed: int, *shape: int) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def outputs(
@@ -39,11 +36,6 @@ def outputs(
     return Outputs(
         logits=logits, stages=stages, decoder=leaf(seed + 11, 2, info.decoder_channels, hw, hw)
     )
-
-
-def batch(label: torch.Tensor) -> Batch:
-    n, h, w = label.shape
-    return Batch(rgb=torch.zeros(n, 3, h, w), x=torch.zeros(n, 1, h, w), label=label)
 
 
 def pooled_nodes_loop(f: torch.Tensor, kh: int, kw: int) -> list[list[list[float]]]:
