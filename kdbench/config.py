@@ -13,7 +13,6 @@ parsed as YAML (``--set train.steps=50``, ``--set seeds=[0]``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -101,15 +100,29 @@ class RunSpec:
     method: str
     """Row label (``"teacher"`` for teachers)."""
     method_terms: tuple[tuple[str, dict[str, Any]], ...]
+    """``(registered name, options)`` with every option's default filled in."""
     seed: int
     train: dict[str, Any]
     teacher_id: str | None = None
+    """The teacher run a distilling student reads; None for teachers and the baseline."""
+    code: str = ""
+    """Hash of the source files of the run's methods (:func:`kdbench.provenance.methods_hash`)."""
     suite: str = field(default="", compare=False)
     device: str = field(default="auto", compare=False)
+    plugins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    """``(path, SHA-256)`` of the suite's plugin files, imported by every process that trains."""
 
     @property
     def id(self) -> str:
         return run_id(self)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunSpec:
+        """The spec of a stored ``config`` (:meth:`to_dict`'s inverse)."""
+        config = dict(config)
+        config["method_terms"] = tuple((n, o) for n, o in config["method_terms"])
+        config["plugins"] = tuple((p, h) for p, h in config.get("plugins", ()))
+        return cls(**config)
 
     @property
     def axes(self) -> dict[str, Any]:
@@ -130,13 +143,19 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["method_terms"] = [list(t) for t in self.method_terms]
+        out["plugins"] = [list(p) for p in self.plugins]
         return out
 
 
+IDENTITY_EXCLUDED = ("suite", "device", "plugins")
+"""Spec fields that are not part of a run's identity (where and under which name it runs)."""
+
+
 def run_id(spec: RunSpec) -> str:
-    """12 hex digits of the SHA-256 of the canonical JSON of the spec's identity fields."""
+    """12 hex digits of the SHA-256 of the canonical JSON of the spec's identity fields: the
+    fully resolved config (every default filled in) and the hash of its methods' source."""
     identity = spec.to_dict()
-    for key in ("suite", "device"):
+    for key in IDENTITY_EXCLUDED:
         identity.pop(key)
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -266,6 +285,7 @@ def _method_rows(
             terms = [(body, {})]
         else:
             terms = _named_options(body, f"methods.{label}", where)
+        resolved = []
         for name, options in terms:
             if name not in METHODS:
                 raise KdbenchError(
@@ -274,9 +294,10 @@ def _method_rows(
                 )
             try:
                 check_options(name, METHODS.get(name), options)
+                resolved.append((name, METHODS.get(name).resolve_options(options)))
             except KdbenchError as exc:
                 raise KdbenchError(f"{where}: methods.{label}: {exc}") from None
-        terms = [(n, o) for n, o in terms if n != "none"]
+        terms = [(n, o) for n, o in resolved if n != "none"]
         rows.append((label, tuple(terms)))
     labels = [label for label, _ in rows]
     if len(set(labels)) != len(labels):
@@ -284,18 +305,24 @@ def _method_rows(
     return rows
 
 
-def _check_dataset(name: str, options: dict[str, Any], where: str) -> None:
+def _resolve_dataset(name: str, options: dict[str, Any], where: str) -> dict[str, Any]:
+    """The data set's options checked by name and type, defaults filled in; its data present."""
+    from kdbench.options import resolve_kwargs
     from kdbench.registry import DATASETS
 
     if name not in DATASETS:
         raise KdbenchError(
             f"{where}: datasets: unknown dataset {name!r}; known: {', '.join(DATASETS.names())}"
         )
-    params = inspect.signature(DATASETS.get(name)).parameters
-    for key in options:
-        if key == "split" or key not in params:
-            known = ", ".join(p for p in params if p != "split")
-            raise KdbenchError(f"{where}: datasets.{name}.{key}: unknown option; options: {known}")
+    cls = DATASETS.get(name)
+    resolved = resolve_kwargs(cls, options, f"{where}: datasets.{name}")
+    check_available = getattr(cls, "check_available", None)
+    if check_available is not None:
+        try:
+            check_available(resolved)
+        except KdbenchError as exc:
+            raise KdbenchError(f"{where}: datasets.{name}: {exc}") from None
+    return resolved
 
 
 def _check_backbone(name: str, key: str, where: str) -> None:
@@ -325,17 +352,43 @@ def _check_launch(launch: dict[str, Any], where: str) -> None:
         raise KdbenchError(f"{where}: {exc}") from None
 
 
+def _plugins(entries: list[Any], path: Path) -> tuple[tuple[str, str], ...]:
+    """Import the suite's plugin files (relative to the suite's folder); their absolute paths
+    and content hashes, which every training process checks and imports again."""
+    from kdbench.provenance import file_hash
+    from kdbench.registry import load_plugin_file
+
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str) or not entry:
+            raise KdbenchError(f"{path}: plugins[{i}]: expected a path to a .py file")
+        plugin = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        try:
+            load_plugin_file(plugin)
+        except KdbenchError as exc:
+            raise KdbenchError(f"{path}: plugins[{i}]: {exc}") from None
+        out.append((str(plugin.resolve()), file_hash(plugin)))
+    return tuple(out)
+
+
+def _methods_code(terms: tuple[tuple[str, dict[str, Any]], ...]) -> str:
+    from kdbench.provenance import methods_hash
+    from kdbench.registry import METHODS
+
+    return methods_hash(METHODS.get(name) for name, _ in terms)
+
+
 def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher and student run specs (teachers deduplicated)."""
     from kdbench.registry import TEACHERS, load_plugin_file
 
     where = str(path)
-    for plugin in settings["plugins"]:
-        load_plugin_file((path.parent / plugin) if not Path(plugin).is_absolute() else plugin)
+    plugins = _plugins(settings["plugins"], path)
     seeds = _seeds(settings, where)
-    datasets = _named_options(settings["datasets"], "datasets", where)
-    for name, options in datasets:
-        _check_dataset(name, options, where)
+    datasets = [
+        (name, _resolve_dataset(name, options, where))
+        for name, options in _named_options(settings["datasets"], "datasets", where)
+    ]
     students = _named_options(settings["students"], "students", where)
     for name, options in students:
         _check_backbone(name, "students", where)
@@ -362,7 +415,8 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []
-    common = {"suite": settings["name"], "device": settings["device"]}
+    common = {"suite": settings["name"], "device": settings["device"], "plugins": plugins}
+    codes = {label: _methods_code(terms) for label, terms in rows}
     for dataset, dataset_options in datasets:
         for backbone, student_options in students:
             teacher_model = {
@@ -401,7 +455,8 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                             method_terms=terms,
                             seed=seed,
                             train=train,
-                            teacher_id=teacher.id,
+                            teacher_id=teacher.id if terms else None,
+                            code=codes[label],
                             **common,
                         )
                     )

@@ -16,6 +16,7 @@ each class, testable alone.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
@@ -35,6 +36,7 @@ __all__ = [
     "Method",
     "MethodSet",
     "build_method",
+    "canonical",
     "check_choice",
     "distilled_channels",
     "distilled_features",
@@ -107,6 +109,23 @@ class Method(nn.Module):
         """Number of trainable parameters the method adds to the student's."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` checked (as :func:`check_options`) with every default filled in.
+
+        The result is canonical JSON data (tuples become lists, keys sorted), so two spellings
+        of the same settings (``kd`` and ``{kd: {tau: 1.0}}``) resolve to equal dicts and hash to
+        one run id. Methods with nested options (LIX) override this to resolve them recursively.
+        """
+        check_options(cls.__name__.lower(), cls, options)
+        defaults = method_options(cls)
+        floats = _float_options(cls)
+        resolved = {
+            key: float(value) if key in floats and _is_int(value) else value
+            for key, value in {**defaults, **options}.items()
+        }
+        return canonical(resolved)
+
 
 def method_options(cls: type[Method]) -> dict[str, Any]:
     """The keyword options of a method class and their defaults (``kdbench list methods``)."""
@@ -164,6 +183,29 @@ def check_options(name: str, cls: type[Method], options: Mapping[str, Any]) -> N
         if key not in known:
             listed = ", ".join(known) or "none"
             raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _float_options(cls: type[Method]) -> set[str]:
+    """Options annotated ``float`` or with a float default: ``1`` and ``1.0`` are one setting."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
+    return {
+        p.name
+        for p in params
+        if isinstance(p.default, float) or str(p.annotation).replace(" ", "") in {"float", "float|None"}
+    }
+
+
+def canonical(value: Any) -> Any:
+    """``value`` as plain JSON data: tuples -> lists, mapping keys sorted (for hashing)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=_not_json))
+
+
+def _not_json(value: Any) -> Any:
+    raise KdbenchError(f"option value {value!r}: expected plain YAML data (numbers, strings, lists)")
 
 
 def zero_loss(ref: Tensor) -> Tensor:

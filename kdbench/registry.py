@@ -21,7 +21,7 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -126,3 +126,18 @@ def load_plugin_file(path: str | Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+
+
+def load_plugin_files(plugins: Iterable[tuple[str, str]]) -> None:
+    """Import a run's recorded plugin files (``(path, SHA-256)`` pairs, see ``RunSpec.plugins``)
+    in this process, refusing a file whose content changed since the suite was validated."""
+    from kdbench.provenance import file_hash
+
+    for path, digest in plugins:
+        if not Path(path).is_file():
+            raise KdbenchError(f"plugin {path!r}: file not found in this process")
+        if file_hash(path) != digest:
+            raise KdbenchError(
+                f"plugin {path!r}: changed since the suite was loaded; run the suite again"
+            )
+        load_plugin_file(path)

@@ -33,12 +33,16 @@ def test_grid_expansion_and_teachers(tmp_path: Path) -> None:
     suite = load_suite(write(tmp_path, data))
     assert len(suite.students) == 2 * 3
     assert len(suite.teachers) == 2  # one per seed
-    assert {s.teacher_id for s in suite.students} == {t.id for t in suite.teachers}
+    distilling = [s for s in suite.students if s.method != "none"]
+    assert {s.teacher_id for s in distilling} == {t.id for t in suite.teachers}
     assert len({s.id for s in suite.runs}) == len(suite.runs)
     composite = next(s for s in suite.students if s.method == "kd+cwd")
-    assert composite.method_terms == (("kd", {}), ("cwd", {"tau": 2.0}))
+    assert [name for name, _ in composite.method_terms] == ["kd", "cwd"]
+    assert composite.method_terms[1][1]["tau"] == 2.0
+    assert composite.method_terms[1][1]["weight"] == 3.0  # the default, filled in
     baseline = next(s for s in suite.students if s.method == "none")
     assert baseline.method_terms == ()
+    assert baseline.teacher_id is None  # the baseline never reads its teacher
 
 
 def test_list_form_of_methods(tmp_path: Path) -> None:
@@ -60,7 +64,10 @@ def test_teacher_recipe_change_changes_student_ids(tmp_path: Path) -> None:
     a = load_suite(write(tmp_path, BASE))
     b = load_suite(write(tmp_path, BASE), ["teacher.train.steps=9"])
     assert {s.id for s in a.teachers}.isdisjoint({s.id for s in b.teachers})
-    assert {s.id for s in a.students}.isdisjoint({s.id for s in b.students})
+    distilling = [[s.id for s in x.students if s.method != "none"] for x in (a, b)]
+    assert set(distilling[0]).isdisjoint(distilling[1])
+    baselines = [[s.id for s in x.students if s.method == "none"] for x in (a, b)]
+    assert baselines[0] == baselines[1]  # the baseline's id does not depend on its teacher
 
 
 def test_shared_teacher_seed(tmp_path: Path) -> None:
@@ -128,8 +135,21 @@ def test_apply_override_paths() -> None:
 
 
 @pytest.mark.parametrize("suite", sorted((ROOT / "suites").rglob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_suites_are_valid(suite: Path) -> None:
+def test_shipped_suites_are_valid(
+    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for folder in ("kitti", "vkitti2", "cityscapes"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path))
     assert load_suite(suite).runs
+
+
+def test_a_missing_data_folder_is_found_when_the_suite_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path))
+    with pytest.raises(KdbenchError, match=r"datasets\.kitti: kitti: data root .* not found"):
+        load_suite(ROOT / "suites" / "kitti.yaml")
 
 
 def test_the_readme_suite_example_is_valid(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -263,22 +263,29 @@ class FolderDataset(Dataset, ABC):
             raise self.missing(path)
         return path
 
-    def _resolve_root(self, root: str | None) -> Path:
+    @classmethod
+    def _resolve_root(cls, root: str | None) -> Path:
         """The root folder: ``root`` or ``$KDBENCH_DATA/<folder>``; it must exist."""
         if root is None:
             base = os.environ.get(DATA_ENV)
             if not base:
                 raise KdbenchError(
-                    f"{self.folder}: no data root; set the data set's root option or "
-                    f"{DATA_ENV} (expected ${DATA_ENV}/{self.folder}/{self.layout}; "
-                    f"obtain the data set from {self.source})"
+                    f"{cls.folder}: no data root; set the data set's root option or "
+                    f"{DATA_ENV} (expected ${DATA_ENV}/{cls.folder}/{cls.layout}; "
+                    f"obtain the data set from {cls.source})"
                 )
-            path = Path(base).expanduser() / self.folder
+            path = Path(base).expanduser() / cls.folder
         else:
             path = Path(root).expanduser()
         if not path.is_dir():
             raise KdbenchError(
-                f"{self.folder}: data root {path} not found; expected the layout "
-                f"{path}/{self.layout} (obtain the data set from {self.source})"
+                f"{cls.folder}: data root {path} not found; expected the layout "
+                f"{path}/{cls.layout} (obtain the data set from {cls.source})"
             )
         return path
+
+    @classmethod
+    def check_available(cls, options: dict[str, Any]) -> None:
+        """Raise the one-line missing-data error now if the data root of ``options`` is absent
+        (suite validation calls this before anything starts or is submitted)."""
+        cls._resolve_root(options.get("root"))

@@ -26,7 +26,8 @@ from kdbench.config import RunSpec
 from kdbench.errors import KdbenchError
 from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
-from kdbench.registry import DATASETS, TEACHERS
+from kdbench.provenance import provenance
+from kdbench.registry import DATASETS, TEACHERS, load_plugin_files
 from kdbench.results.store import RunStore, write_json_atomic
 from kdbench.train import checkpoint
 from kdbench.train.loop import (
@@ -140,10 +141,12 @@ def train_run(
         "status": "running",
         "axes": spec.axes,
         "config": spec.to_dict(),
+        "provenance": provenance(),
         "started": time.time(),
     }
     store.write(record)
     try:
+        load_plugin_files(spec.plugins)
         record.update(_train(spec, store, progress))
         record["status"] = "complete"
     except Exception as exc:  # a failed run is a record, never a lost suite
@@ -163,9 +166,7 @@ def _teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
     record = store.load(spec.teacher_id or "")
     if record is None:
         raise KdbenchError(f"teacher run {spec.teacher_id} has no record in {store.root}")
-    config = dict(record["config"])
-    config["method_terms"] = tuple(tuple(t) for t in config["method_terms"])
-    return RunSpec(**config)
+    return RunSpec.from_dict(record["config"])
 
 
 @dataclass
