@@ -77,7 +77,11 @@ class ProgressPrinter:
 
 class LocalExecutor:
     """Trains every run in this process, teachers first; a student of a failed teacher is skipped
-    with a failed record that names the teacher."""
+    with a failed record that names the teacher.
+
+    Runs another live process is training (it holds their lease) are passed over, then waited
+    for once everything else is done, so that every process of a suite ends with every record.
+    """
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
@@ -87,10 +91,13 @@ class LocalExecutor:
     ) -> list[dict[str, Any]]:
         store = RunStore(results_dir)
         printer = ProgressPrinter([spec for wave in waves for spec in wave], self.stream)
-        records: list[dict[str, Any]] = []
+        records: dict[str, dict[str, Any]] = {}
         failed_teachers: dict[str, str] = {}
-        for wave in waves:
-            for spec in wave:
+        order = [spec for wave in waves for spec in wave]
+        for wait in (False, True):
+            for spec in order:
+                if spec.id in records and records[spec.id]["status"] != "running":
+                    continue
                 printer.start()
                 if spec.teacher_id in failed_teachers:
                     reason = failed_teachers[spec.teacher_id]
@@ -99,10 +106,12 @@ class LocalExecutor:
                     )
                     store.write(record)
                 else:
-                    record = fn(spec, str(results_dir), progress=printer)
-                if spec.kind == "teacher" and record["status"] != "complete":
+                    record = fn(spec, str(results_dir), progress=printer, wait=wait)
+                if spec.kind == "teacher" and record["status"] == "failed":
                     failed_teachers[spec.id] = record.get("error", "failed")
-                printer.finish(spec, record)
-                records.append(record)
-        return records
-
+                records[spec.id] = record
+                if record["status"] == "running":
+                    print(f"{spec.describe()}: {record['error']}; later", file=self.stream)
+                else:
+                    printer.finish(spec, record)
+        return [records[spec.id] for spec in order]

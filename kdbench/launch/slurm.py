@@ -62,9 +62,11 @@ class RunFailed(Exception):
 
 
 def run_job(fn: RunFn, spec: Any, results_dir: str) -> dict[str, Any]:
-    """The body of one SLURM job: ``fn(spec, results_dir)``, raising :class:`RunFailed` unless
-    the record it returns has ``status == "complete"``."""
-    record = fn(spec, results_dir)
+    """The body of one SLURM job: ``fn(spec, results_dir, wait=True)``, raising
+    :class:`RunFailed` unless the record it returns has ``status == "complete"``. With
+    ``wait``, a job whose run another live process holds (a duplicate submission) waits for
+    that process's record instead of training the run a second time."""
+    record = fn(spec, results_dir, wait=True)
     if record.get("status") != "complete":
         raise RunFailed(
             f"run {spec.id} ended with status {record.get('status')!r}: {record.get('error')}"

@@ -27,30 +27,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kdbench.errors import KdbenchError
+from kdbench.results.files import storage_error, write_json_atomic
+from kdbench.results.lease import is_live, read_lease
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
-STATUSES = ("complete", "failed", "running", "missing")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+STATUSES = ("complete", "failed", "running")
+"""The ``status`` of a stored record."""
 
 
 class RunStore:
@@ -86,36 +73,117 @@ class RunStore:
             raise KdbenchError(f"{path}: not a readable training history ({exc})") from None
 
     def write(self, record: dict[str, Any]) -> Path:
+        """Write ``record`` atomically; a record that is not complete never replaces a complete
+        one (the complete one stays and its path is returned)."""
         path = self.record_path(record["id"])
+        if record.get("status") != "complete":
+            current, _ = self.inspect(record["id"])
+            if current is not None and current.get("status") == "complete":
+                return path
         write_json_atomic(path, record)
         return path
 
     def load(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id``, or None if it has none; a corrupt file is a KdbenchError."""
+        """The record of ``run_id``, or None if it has none; a corrupt file is a
+        :class:`CorruptRecord` error naming the file and the reason."""
         path = self.record_path(run_id)
         if not path.exists():
             return None
         return read_record(path)
 
+    def inspect(self, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """``(record, None)``, ``(None, None)`` when there is none, ``(None, reason)`` when the
+        record cannot be read or lacks a required field."""
+        try:
+            return self.load(run_id), None
+        except CorruptRecord as exc:
+            return None, exc.reason
+
+    def quarantine(self, run_id: str) -> Path:
+        """Move the run's unreadable record aside (``record.json.corrupt-<n>``); returns the new
+        path. The run then counts as missing and is trained again."""
+        path = self.record_path(run_id)
+        n = 0
+        while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+            n += 1
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            pass  # another process moved it first
+        except OSError as exc:
+            raise storage_error(path, exc) from None
+        return aside
+
     def status(self, run_id: str) -> str:
-        record = self.load(run_id)
-        return "missing" if record is None else str(record.get("status", "failed"))
+        """``complete``, ``failed``, ``running`` (a live lease holds it), ``interrupted`` (its
+        record says running but no live process holds it), ``corrupt`` or ``missing``."""
+        record, problem = self.inspect(run_id)
+        if problem is not None:
+            return "corrupt"
+        state = "missing" if record is None else str(record.get("status"))
+        if state in ("running", "missing") and self.root.joinpath("runs", run_id).is_dir():
+            live = is_live(read_lease(self.run_dir(run_id)))
+            if live:
+                return "running"
+            if state == "running":
+                return "interrupted"
+        return state
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every record under the folder, in run-id order."""
+        """Every readable record under the folder, in run-id order (see :meth:`scan`)."""
+        for _, record, _ in self.scan():
+            if record is not None:
+                yield record
+
+    def scan(self) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
+        """``(run id, record, None)`` or ``(run id, None, reason)`` for every record file."""
         runs = self.root / "runs"
         if not runs.is_dir():
             return
         for path in sorted(runs.glob("*/record.json")):
-            yield read_record(path)
+            try:
+                yield path.parent.name, read_record(path), None
+            except CorruptRecord as exc:
+                yield path.parent.name, None, exc.reason
+
+
+class CorruptRecord(KdbenchError):
+    """A record file that cannot be read or lacks a required field; ``reason`` says which."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+REQUIRED = ("id", "kind", "status")
+"""Fields every record has; a complete record also has ``metrics`` with a numeric ``miou``."""
+
+
+def problem(record: Any) -> str | None:
+    """Why ``record`` is not a usable run record, or None."""
+    if not isinstance(record, dict):
+        return "not a run record (expected a JSON object)"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return f"incomplete record: no {', '.join(missing)}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    if record["status"] == "complete":
+        metrics = record.get("metrics")
+        miou = metrics.get("miou") if isinstance(metrics, dict) else None
+        if isinstance(miou, bool) or not isinstance(miou, int | float):
+            return "incomplete record: complete without metrics.miou"
+    return None
 
 
 def read_record(path: Path) -> dict[str, Any]:
+    """The record in ``path``; a :class:`CorruptRecord` error if it is unreadable."""
     try:
-        with open(path) as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise KdbenchError(f"{path}: not a readable run record ({exc})") from None
-    if not isinstance(record, dict) or "id" not in record:
-        raise KdbenchError(f"{path}: not a run record (expected a JSON object with an 'id')")
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+    except (OSError, ValueError) as exc:
+        raise CorruptRecord(path, f"not a readable run record ({exc})") from None
+    reason = problem(record)
+    if reason is not None:
+        raise CorruptRecord(path, reason)
     return record

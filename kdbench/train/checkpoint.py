@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdbench.errors import KdbenchError
+from kdbench.results.files import atomic_file
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename: a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a unique temp file beside ``path``, then rename: a reader never sees
+    half a file, two writers never share a temp file, a failed write leaves nothing behind
+    (:func:`kdbench.results.files.atomic_file`)."""
+    with atomic_file(path) as f:
+        torch.save(state, f)
 
 
 def load(path: Path) -> dict[str, Any]:

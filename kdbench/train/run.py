@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import resource
 import socket
@@ -28,7 +29,9 @@ from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.provenance import provenance
 from kdbench.registry import DATASETS, TEACHERS, load_plugin_files
-from kdbench.results.store import RunStore, write_json_atomic
+from kdbench.results.files import StorageError, remove_temp_files, write_json_atomic
+from kdbench.results.lease import Lease, describe, read_lease, slurm_job
+from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.loop import (
     Models,
@@ -118,6 +121,11 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def session() -> dict[str, Any]:
+    """This process: host, pid and SLURM job (the lease holder's identity)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job()}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory: CUDA allocator peak on a GPU; the process's peak RSS on the CPU."""
     if device.type == "cuda":
@@ -127,13 +135,73 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def train_run(
-    spec: RunSpec, results_dir: str | Path, progress: Progress | None = None
+    spec: RunSpec,
+    results_dir: str | Path,
+    progress: Progress | None = None,
+    wait: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate ``spec`` unless its record is complete; return its record."""
+    """Train and evaluate ``spec`` unless its record is complete; return its record.
+
+    One writer per run: training happens under the run's lease (:mod:`kdbench.results.lease`).
+    When another live process holds it, the run is left to that process: the returned record
+    has ``status == "running"`` and ``holder`` (nothing is written), or, with ``wait``, this
+    waits until that process is done and returns its record (taking the run over if it died).
+    A distilling student first waits for its teacher while a live process trains it. An
+    unreadable record is moved aside and the run trained again. A storage problem (full disk,
+    no permission) raises :class:`~kdbench.results.files.StorageError`; any other failure
+    becomes a ``failed`` record, which never replaces a complete one.
+    """
     store = RunStore(results_dir)
-    existing = store.load(spec.id)
+    existing = _usable_record(store, spec.id)
     if existing is not None and existing.get("status") == "complete":
         return existing
+    if spec.teacher_id is not None:
+        wait_for(store, spec.teacher_id)
+    lease = Lease(store.run_dir(spec.id))
+    while (holder := lease.acquire()) is not None:
+        if not wait:
+            return busy_record(spec, holder)
+        wait_for(store, spec.id)
+    with lease:
+        existing = _usable_record(store, spec.id)
+        if existing is not None and existing.get("status") == "complete":
+            return existing  # finished by the previous holder
+        remove_temp_files(store.run_dir(spec.id))
+        return _train_under_lease(spec, store, progress, lease)
+
+
+def _usable_record(store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """The run's record; an unreadable one is moved aside (and the run counts as missing)."""
+    record, problem = store.inspect(run_id)
+    if problem is not None:
+        aside = store.quarantine(run_id)
+        print(f"kdbench: run {run_id}: {problem}; moved to {aside}, training again",
+              file=sys.stderr)
+    return record
+
+
+def wait_for(store: RunStore, run_id: str, poll_s: float = 0.5) -> None:
+    """Return once ``run_id`` is complete or no live process holds its lease."""
+    while store.status(run_id) == "running":
+        time.sleep(poll_s)
+
+
+def busy_record(spec: RunSpec, holder: dict[str, Any]) -> dict[str, Any]:
+    """The (unwritten) record of a run another live process is training."""
+    return {
+        "id": spec.id,
+        "suite": spec.suite,
+        "kind": spec.kind,
+        "status": "running",
+        "axes": spec.axes,
+        "holder": describe(holder),
+        "error": f"being trained by {describe(holder)}",
+    }
+
+
+def _train_under_lease(
+    spec: RunSpec, store: RunStore, progress: Progress | None, lease: Lease
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": spec.id,
         "suite": spec.suite,
@@ -149,6 +217,8 @@ def train_run(
         load_plugin_files(spec.plugins)
         record.update(_train(spec, store, progress))
         record["status"] = "complete"
+    except StorageError:
+        raise  # the results folder cannot be written: no record can say so
     except Exception as exc:  # a failed run is a record, never a lost suite
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         record.update(
@@ -157,6 +227,8 @@ def train_run(
             traceback=traceback.format_exc(),
         )
     record["finished"] = time.time()
+    if lease.lost:  # another process took the run over (our heartbeat stalled): it writes
+        return busy_record(spec, read_lease(store.run_dir(spec.id)) or {})
     store.write(record)
     return record
 
@@ -181,6 +253,10 @@ class TrainState:
     step_time: float = 0.0
     """Seconds spent inside training steps, over all sessions."""
     resumed_from: list[int] = field(default_factory=list)
+    window: list[dict[str, float]] = field(default_factory=list)
+    """Losses of the steps since the last history entry (a resumed curve equals an unbroken one)."""
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    """Who trained the run: ``{"host", "pid", "job", "step"}`` per session (one writer each)."""
 
 
 def _save(
@@ -210,11 +286,20 @@ def _restore(
     """Load the run's own checkpoint into the modules; a fresh state if there is none."""
     if not path.exists():
         return TrainState()
-    saved = checkpoint.load(path)
-    models.model.load_state_dict(saved["model"])
-    models.method.load_state_dict(saved["method"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
+    try:
+        saved = checkpoint.load(path)
+        missing = [f.name for f in fields(TrainState) if f.name not in saved]
+        if missing:
+            raise KdbenchError(f"{path}: incomplete checkpoint (no {', '.join(missing)})")
+        models.model.load_state_dict(saved["model"])
+        models.method.load_state_dict(saved["method"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+    except (KdbenchError, KeyError, RuntimeError, ValueError) as exc:
+        aside = path.with_name(f"{path.name}.corrupt")
+        path.replace(aside)
+        print(f"kdbench: {exc}; moved to {aside}, training from step 0", file=sys.stderr)
+        return _restore(path, models, optimizer, scaler)
     state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
     state.resumed_from = [*state.resumed_from, state.step]
     return state
@@ -269,7 +354,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
     models.model.train()
-    window: list[dict[str, float]] = []
+    state.sessions.append({**session(), "step": state.step})
+    window = state.window
     session_start, session_step = time.perf_counter(), state.step
     while state.step < total:
         step = state.step
@@ -288,7 +374,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
-            window = []
+            window.clear()
             if progress is not None:
                 per_step = (time.perf_counter() - session_start) / (step - session_step)
                 progress(
@@ -324,6 +410,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "metrics": metrics,
         "best_val": state.best,
         "resumed_from": state.resumed_from,
+        "sessions": state.sessions,
         "timing": {
             "wall_time_s": state.elapsed + time.perf_counter() - start,
             "step_time_s": state.step_time / max(1, total),

@@ -43,7 +43,7 @@ class StandIn:
     seconds: float = 0.0
 
 
-def stand_in_run(spec: StandIn, results_dir: str) -> dict[str, Any]:
+def stand_in_run(spec: StandIn, results_dir: str, wait: bool = False) -> dict[str, Any]:
     """A stand-in for ``train_run``: writes and returns a record with its start/end times, the
     SLURM ids it ran under, and whether its teacher's record was complete when it started."""
     store = RunStore(results_dir)
@@ -62,6 +62,7 @@ def stand_in_run(spec: StandIn, results_dir: str) -> dict[str, Any]:
         "kind": spec.kind,
         "status": "failed" if spec.behaviour == "fail" else "complete",
         "error": "stand-in failed on purpose" if spec.behaviour == "fail" else None,
+        "metrics": {"miou": 0.0},
         "started": started,
         "ended": time.time(),
         "teacher_complete_at_start": teacher_complete,
@@ -96,7 +97,8 @@ WAVES = [
     [S_OK, S_RAISE, S_EXIT, S_WRITE_EXIT, S_DONE, *S_BLOCKED, S_OF_DONE, S_ORPHAN],
 ]
 PRE_COMPLETE = {
-    spec.id: {"id": spec.id, "kind": spec.kind, "status": "complete", "mark": 7}
+    spec.id: {"id": spec.id, "kind": spec.kind, "status": "complete", "mark": 7,
+              "metrics": {"miou": 0.0}}
     for spec in (T_DONE, S_DONE)
 }
 

@@ -243,7 +243,7 @@ def test_two_complete_runs_of_one_seed_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(KdbenchError, match="several complete runs"):
         build_tables(load_results(write(tmp_path, [a, b])), TableSpec())
     b["status"] = "failed"  # a complete and a failed run of one seed: the complete one counts
-    table = _table(write(tmp_path, [a, b]))
+    table = _table(write(tmp_path / "second", [a, b]))
     assert _cell(table, "none", KITTI_COL).mean == 70.0
 
 

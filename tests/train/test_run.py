@@ -82,12 +82,14 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, teacher_resu
     with pytest.raises(Interrupt):
         train_run(kd, other, progress=interrupt_after(4))
     store = RunStore(other)
-    assert store.status(kd.id) == "running"
+    assert store.status(kd.id) == "interrupted"  # its record says running, no lease holds it
     assert store.checkpoint_path(kd.id).exists()
     resumed = train_run(kd, other)
     assert resumed["resumed_from"] == [2]  # killed at step 4's log line, before its checkpoint
     assert resumed["metrics"] == reference["metrics"]
+    assert store.history(kd.id) == RunStore(results).history(kd.id)  # the loss window too
     assert not store.checkpoint_path(kd.id).exists()
+    assert [s["step"] for s in resumed["sessions"]] == [0, 2]
 
 
 def test_a_complete_run_is_not_trained_again(teacher_results) -> None:  # noqa: ANN001
@@ -99,16 +101,20 @@ def test_a_complete_run_is_not_trained_again(teacher_results) -> None:  # noqa: 
     assert path.stat().st_mtime_ns == before
 
 
-def test_a_corrupt_checkpoint_fails_the_run_with_its_name(tmp_path: Path, teacher_results) -> None:  # noqa: ANN001
+def test_a_garbage_checkpoint_is_moved_aside_and_the_run_retrained(
+    tmp_path: Path, teacher_results, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
     results, suite = teacher_results
     (teacher,) = suite.teachers
     store = RunStore(tmp_path)
     store.checkpoint_path(teacher.id).parent.mkdir(parents=True)
     store.checkpoint_path(teacher.id).write_bytes(b"not a checkpoint")
     record = train_run(teacher, tmp_path)
-    assert record["status"] == "failed"
-    assert "checkpoint.pt: corrupt or unreadable checkpoint" in record["error"]
-    assert store.load(teacher.id)["status"] == "failed"
+    assert record["status"] == "complete" and record["resumed_from"] == []
+    assert record["metrics"] == RunStore(results).load(teacher.id)["metrics"]
+    aside = store.checkpoint_path(teacher.id).with_name("checkpoint.pt.corrupt")
+    assert aside.read_bytes() == b"not a checkpoint"
+    assert "corrupt or unreadable checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if n != "none"])
