@@ -18,6 +18,7 @@ from kdbench.errors import KdbenchError
 if TYPE_CHECKING:
     from kdbench.config import Suite
     from kdbench.launch.base import Executor
+    from kdbench.results.store import RunStore
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -34,6 +35,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = _results_dir(args, suite.name)
     store = RunStore(results)
     pending = [[s for s in wave if store.status(s.id) != "complete"] for wave in suite.waves]
+    if not args.dry_run and any(pending):
+        from kdbench.results.files import check_writable
+
+        check_writable(results)
     n_pending = sum(map(len, pending))
     print(
         f"suite {suite.name}: {len(suite.runs)} runs ({len(suite.teachers)} teachers, "
@@ -88,17 +93,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = RunStore(_results_dir(args, suite.name))
     counts: dict[str, int] = {}
     for spec in suite.runs:
-        record = store.load(spec.id)
-        state = "missing" if record is None else record.get("status", "failed")
+        state, detail = run_state(store, spec.id)
         counts[state] = counts.get(state, 0) + 1
-        detail = ""
-        if state == "complete":
-            detail = f"mIoU {record['metrics']['miou']:.2f}"  # type: ignore[index]
-        elif state == "failed":
-            detail = record.get("error", "")  # type: ignore[union-attr]
-        print(f"{spec.id}  {state:8s}  {spec.describe()}  {detail}")
+        print(f"{spec.id}  {state:11s}  {spec.describe()}  {detail}".rstrip())
+    in_suite = {spec.id for spec in suite.runs}
+    for run_id, record, problem in store.scan():
+        if run_id not in in_suite:
+            counts["stale"] = counts.get("stale", 0) + 1
+            what = problem or _describe_record(record)
+            print(f"{run_id}  {'stale':11s}  not in this suite: {what}")
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())), file=sys.stderr)
     return EXIT_OK
+
+
+def run_state(store: RunStore, run_id: str) -> tuple[str, str]:
+    """A run's state for ``kdbench status`` and a detail: the mIoU, the error, the lease holder
+    or why the record is corrupt."""
+    from kdbench.results.lease import describe, read_lease
+
+    state = store.status(run_id)
+    record, problem = store.inspect(run_id)
+    if state == "corrupt":
+        return state, str(problem)
+    if state == "complete":
+        return state, f"mIoU {record['metrics']['miou']:.2f}"  # type: ignore[index]
+    if state == "failed":
+        return state, str((record or {}).get("error", ""))
+    if state == "running":
+        return state, f"held by {describe(read_lease(store.run_dir(run_id)) or {})}"
+    if state == "interrupted":
+        return state, "no live process holds it; `kdbench run` resumes it"
+    return state, ""
+
+
+def _describe_record(record: dict | None) -> str:
+    axes = (record or {}).get("axes") or {}
+    return (
+        f"{(record or {}).get('status')} {(record or {}).get('kind')} {axes.get('dataset')}/"
+        f"{axes.get('student')} {axes.get('method')} seed={axes.get('seed')}"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
