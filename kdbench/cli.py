@@ -28,10 +28,10 @@ def _results_dir(args: argparse.Namespace, suite_name: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kdbench.config import load_suite
     from kdbench.results.store import RunStore
+    from kdbench.suite_cache import load_suite_cached
 
-    suite = load_suite(args.suite, args.set)
+    suite = load_suite_cached(args.suite, args.set)
     results = _results_dir(args, suite.name)
     store = RunStore(results)
     pending = [[s for s in wave if store.status(s.id) != "complete"] for wave in suite.waves]
@@ -86,10 +86,10 @@ def _print_summary(results: Path, suite: Suite) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from kdbench.config import load_suite
     from kdbench.results.store import RunStore
+    from kdbench.suite_cache import load_suite_cached
 
-    suite = load_suite(args.suite, args.set)
+    suite = load_suite_cached(args.suite, args.set)
     store = RunStore(_results_dir(args, suite.name))
     counts: dict[str, int] = {}
     for spec in suite.runs:

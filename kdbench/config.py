@@ -202,17 +202,45 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise KdbenchError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
 
 
+MAX_NODES = 100_000
+"""Most values a suite may hold, aliases expanded (a YAML alias bomb expands to billions)."""
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse a suite whose values, aliases expanded, exceed :data:`MAX_NODES` (or a cycle)."""
+    budget = MAX_NODES
+    todo = [data]
+    while todo:
+        node = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise KdbenchError(
+                f"{path}: more than {MAX_NODES} values once YAML aliases are expanded"
+            )
+        if isinstance(node, dict):
+            todo += list(node.keys()) + list(node.values())
+        elif isinstance(node, list):
+            todo += node
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise KdbenchError(f"{path}: suite file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise KdbenchError(f"{path}: cannot read the suite ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise KdbenchError(f"{path}: not a text file (expected UTF-8 YAML)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise KdbenchError(f"{path}: not valid YAML{line}") from None
+    except RecursionError:
+        raise KdbenchError(f"{path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise KdbenchError(f"{path}: expected a mapping at the top level")
+    _check_size(data, path)
     return data
 
 
@@ -222,6 +250,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     data = read_yaml(path)
     for assignment in overrides:
         apply_override(data, assignment)
+    _check_size(data, path)
     return expand(check(data, SUITE_SCHEMA, str(path)), path)
 
 
@@ -392,10 +421,15 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
     students = _named_options(settings["students"], "students", where)
     for name, options in students:
         _check_backbone(name, "students", where)
-        for key in options:
+        for key, value in options.items():
             if key != "pretrained":
                 raise KdbenchError(
                     f"{where}: students.{name}.{key}: unknown option; options: pretrained"
+                )
+            if not isinstance(value, str | bool | None):
+                raise KdbenchError(
+                    f"{where}: students.{name}.pretrained: expected true, false, null or a "
+                    f"file path, got {value!r}"
                 )
     rows = _method_rows(settings["methods"], where)
     teacher_cfg = settings["teacher"]

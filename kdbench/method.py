@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.errors import KdbenchError
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import describe, matches, type_hints
 from kdbench.registry import METHODS
 
 __all__ = [
@@ -117,7 +118,15 @@ class Method(nn.Module):
         of the same settings (``kd`` and ``{kd: {tau: 1.0}}``) resolve to equal dicts and hash to
         one run id. Methods with nested options (LIX) override this to resolve them recursively.
         """
-        check_options(cls.__name__.lower(), cls, options)
+        name = cls.__name__.lower()
+        check_options(name, cls, options)
+        hints = type_hints(cls.__init__)
+        for key, value in options.items():
+            if not matches(value, hints.get(key, Any)):
+                raise KdbenchError(
+                    f"method {name!r}: option {key!r}: expected {describe(hints[key])}, "
+                    f"got {value!r}"
+                )
         defaults = method_options(cls)
         floats = _float_options(cls)
         resolved = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -18,8 +19,29 @@ from typing import Any
 from kdbench.errors import KdbenchError
 
 
-def _matches(value: Any, hint: Any) -> bool:
+INT_LIMIT = 2**63
+"""Integers must fit in 64 bits (seeds, sizes, counts); floats must be finite."""
+
+
+def plain_number_problem(value: Any) -> str | None:
+    """Why a YAML number cannot be used (beyond 64 bits, or not finite), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
+        return "expected an integer that fits in 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "expected a finite number"
+    return None
+
+
+def matches(value: Any, hint: Any) -> bool:
     """Does ``value`` (YAML data) fit the annotation ``hint``? Unknown hints accept anything."""
+    if plain_number_problem(value) is not None:
+        return False
+    return _matches(value, hint)
+
+
+def _matches(value: Any, hint: Any) -> bool:
     if hint is Any or hint is inspect.Parameter.empty:
         return True
     if hint is None or hint is type(None):
@@ -51,6 +73,20 @@ def _describe(hint: Any) -> str:
     return text.replace("<class '", "").replace("'>", "")
 
 
+def type_hints(function: Any) -> dict[str, Any]:
+    """The evaluated annotations of ``function``; empty when one does not evaluate (then only
+    names are checked)."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - any failure to evaluate an annotation
+        return {}
+
+
+def describe(hint: Any) -> str:
+    """A short name for an annotation, for error messages."""
+    return _describe(hint)
+
+
 def option_hints(cls: type) -> dict[str, inspect.Parameter]:
     """The keyword options of ``cls`` (``split`` and ``self`` excluded), as parameters."""
     params = inspect.signature(cls).parameters
@@ -68,10 +104,7 @@ def resolve_kwargs(cls: type, options: dict[str, Any], where: str) -> dict[str, 
     :class:`KdbenchError` for an unknown option, a missing required one or a wrong type.
     """
     params = option_hints(cls)
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # an annotation that does not evaluate: check names only
-        hints = {}
+    hints = type_hints(cls.__init__)
     for key in options:
         if key not in params:
             raise KdbenchError(f"{where}.{key}: unknown option; options: {', '.join(params)}")
@@ -80,7 +113,7 @@ def resolve_kwargs(cls: type, options: dict[str, Any], where: str) -> dict[str, 
         if name in options:
             value = options[name]
             hint = hints.get(name, Any)
-            if not _matches(value, hint):
+            if not matches(value, hint):
                 raise KdbenchError(f"{where}.{name}: expected {_describe(hint)}, got {value!r}")
             if hint is float or (isinstance(p.default, float) and isinstance(value, int)):
                 value = float(value)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbench.errors import KdbenchError
+from kdbench.options import plain_number_problem
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,22 @@ def check(data: Any, schema: Mapping[str, Field], where: str, path: str = "") ->
             and int not in spec.types
         ):
             value = float(value)
+        if (problem := _numbers_problem(value)) is not None:
+            raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
         if spec.children is not None and isinstance(value, dict):
             value = check(value, spec.children, where, f"{key_path}.")
         if spec.check is not None and (problem := spec.check(value)):
             raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
         out[key] = value
     return out
+
+
+def _numbers_problem(value: Any) -> str | None:
+    """Why a number in ``value`` (or in a list of it) cannot be used, else None."""
+    for item in value if isinstance(value, list) else [value]:
+        if (problem := plain_number_problem(item)) is not None:
+            return problem
+    return None
 
 
 def positive(value: Any) -> str | None:

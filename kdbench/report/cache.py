@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from kdbench.errors import KdbenchError
-from kdbench.report.frame import ROW_VERSION, columns_to_frame, row
-from kdbench.results.store import read_record
+from kdbench.report.frame import ROW_VERSION, columns_to_frame, corrupt_row, row
+from kdbench.results.store import CorruptRecord, read_record
 
 CACHE_NAME = ".kdbench-report-cache.json"
 
@@ -82,6 +82,14 @@ def _write_cache(path: Path, names: list[str], stats: list[Any],
         Path(tmp).unlink(missing_ok=True)
 
 
+def _parse(name: str, path: Path) -> dict[str, Any]:
+    """The row of one record file; a corrupt record is a ``corrupt`` row with the reason."""
+    try:
+        return row(read_record(path))
+    except CorruptRecord as exc:
+        return corrupt_row(name, exc.reason)
+
+
 def load_frame(path: str | Path) -> pd.DataFrame:
     """The DataFrame of every record under ``path`` (see :func:`kdbench.report.load_results`)."""
     root = Path(path)
@@ -99,8 +107,8 @@ def load_frame(path: str | Path) -> pd.DataFrame:
     if len(files) == len(names) and None not in hits:  # files and cache are in name order
         return columns_to_frame(columns)
     rows = [
-        row(read_record(record_path)) if i is None else {c: v[i] for c, v in columns.items()}
-        for i, (_, record_path, _) in zip(hits, files, strict=True)
+        _parse(name, record_path) if i is None else {c: v[i] for c, v in columns.items()}
+        for i, (name, record_path, _) in zip(hits, files, strict=True)
     ]
     keys = list(dict.fromkeys(k for r in rows for k in r))
     columns = {k: [r.get(k, math.nan) for r in rows] for k in keys}

@@ -44,6 +44,9 @@ def _where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
 def _add_layout(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``table`` and ``report``: layout, selection, cells and tests."""
     parser.add_argument("results", metavar="RESULTS", help="results folder (holds runs/)")
+    parser.add_argument("--suite", type=Path, metavar="FILE",
+                        help="only the runs of this suite file (as it is now): records of "
+                        "older recipes or code in the folder are left out")
     parser.add_argument("--rows", default="method",
                         help="row axes, comma-separated, must include method (default: method)")
     parser.add_argument("--cols", default="dataset,student",
@@ -124,6 +127,15 @@ def _spec(args: argparse.Namespace, **fields: Any) -> Any:
     )
 
 
+def suite_run_ids(suite: Path | None) -> set[str] | None:
+    """The run ids of ``suite`` (None without one): ``--suite`` keeps only these runs."""
+    if suite is None:
+        return None
+    from kdbench.suite_cache import load_suite_cached
+
+    return {spec.id for spec in load_suite_cached(suite).runs}
+
+
 def run_table(args: argparse.Namespace) -> int:
     """``kdbench table``: print or write the table; returns the exit code."""
     from kdbench.report import load_results
@@ -131,7 +143,13 @@ def run_table(args: argparse.Namespace) -> int:
     from kdbench.report.tables import build_tables
 
     spec = _spec(args, metric=args.metric, gap=args.gap, delta=args.delta)
-    tables = build_tables(load_results(args.results), spec)
+    frame = load_results(args.results)
+    run_ids = suite_run_ids(args.suite)
+    if run_ids is not None:
+        frame = frame[frame["id"].isin(run_ids)]
+        if frame.empty:
+            raise KdbenchError(f"{args.results}: no record of a run of {args.suite}")
+    tables = build_tables(frame, spec)
     text = render(tables, args.format, args.ranks, args.power)
     if args.out is None:
         sys.stdout.write(text)
@@ -149,6 +167,6 @@ def run_report(args: argparse.Namespace) -> int:
     if not metrics:
         raise KdbenchError("--metrics must name at least one metric")
     options = ReportOptions(metrics=metrics, table=_spec(args, gap=True), power_delta=args.power)
-    path = write_report(args.results, args.out, options)
+    path = write_report(args.results, args.out, options, suite_run_ids(args.suite))
     print(f"wrote {path}")
     return 0

@@ -10,7 +10,13 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
   class or the class never occurs in its evaluation split);
 - cost: ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
   ``student_params``;
-- ``error``: the one-line error of a failed run, else None.
+- ``error``: the one-line error of a failed run (the reason, for a corrupt record), else None;
+- provenance: ``code`` (hash of the run's method sources), ``recipe`` (hash of its resolved
+  data set, model, method options and training recipe), so that a table can footnote a cell
+  that mixes runs of different code or recipes.
+
+A record file that cannot be read is a row with ``status == "corrupt"`` (see
+:func:`corrupt_row`); tables leave such rows out and say so in a footnote.
 
 Class columns keep the order in which classes first appear in the records.
 """
@@ -60,7 +66,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 1
+ROW_VERSION = 2
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -90,7 +96,29 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     for name in PARAMS:
         out[name] = _number(record.get(name))
     out["error"] = record.get("error")
+    config = record.get("config") or {}
+    out["code"] = config.get("code")
+    out["recipe"] = recipe_hash(config)
     return out
+
+
+RECIPE_KEYS = ("dataset", "dataset_options", "model", "method_terms", "train")
+"""The parts of a run's config that make its recipe (seed, suite, teacher id excluded)."""
+
+
+def recipe_hash(config: Mapping[str, Any]) -> str:
+    """Eight hex digits over the recipe keys of a stored config."""
+    import hashlib
+    import json
+
+    recipe = {k: config.get(k) for k in RECIPE_KEYS}
+    text = json.dumps(recipe, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def corrupt_row(run_id: str, reason: str) -> dict[str, Any]:
+    """The row of a record file that cannot be read: its run folder name and the reason."""
+    return {"id": run_id, "status": "corrupt", "error": reason}
 
 
 def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -113,7 +141,9 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     fixed = ["id", "suite", "kind", "status", "dataset", "student", "method", "seed", "teacher"]
     fixed += list(SCALAR_METRICS)
     classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
-    frame = frame.reindex(columns=fixed + classes + list(TIMING) + list(PARAMS) + ["error"])
+    frame = frame.reindex(
+        columns=fixed + classes + list(TIMING) + list(PARAMS) + ["error", "code", "recipe"]
+    )
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
 

@@ -21,7 +21,14 @@ import pandas as pd
 
 from kdbench.errors import KdbenchError
 from kdbench.report import markdown, plots, summary
-from kdbench.report.frame import TEACHER, histories, read_records, records_to_frame
+from kdbench.report.frame import (
+    TEACHER,
+    corrupt_row,
+    histories,
+    read_records,
+    records_to_frame,
+    rows_to_frame,
+)
 from kdbench.report.render import render
 from kdbench.report.tables import PER_CLASS, Table, TableSpec, build_tables, select_students
 from kdbench.results.store import RunStore
@@ -114,13 +121,30 @@ def _problems(frame: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def write_report(results: str | Path, out: str | Path, options: ReportOptions) -> Path:
-    """Write every table and figure of the results folder into ``out``; returns report.md."""
+def write_report(
+    results: str | Path,
+    out: str | Path,
+    options: ReportOptions,
+    run_ids: set[str] | None = None,
+) -> Path:
+    """Write every table and figure of the results folder into ``out``; returns report.md.
+
+    ``run_ids`` (``--suite``) keeps only those runs. Unreadable records are listed among the
+    runs not complete and left out of the tables (with a footnote)."""
     if PER_CLASS in options.metrics:
         raise KdbenchError("--metrics: per_class tables are always in the report; name scalars")
-    records = read_records(results)
-    frame = records_to_frame(records)
     store = RunStore(results)
+    records = [r for r in read_records(results) if run_ids is None or r["id"] in run_ids]
+    corrupt = [
+        corrupt_row(run_id, problem)
+        for run_id, _, problem in store.scan()
+        if problem is not None and (run_ids is None or run_id in run_ids)
+    ]
+    if not records:
+        raise KdbenchError(f"{results}: no readable record of the selected runs")
+    frame = records_to_frame(records)
+    if corrupt:
+        frame = pd.concat([frame, rows_to_frame(corrupt)], ignore_index=True)
     hist = histories({**r, "history": store.history(r["id"])} for r in records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ every axis but the method: the runs of one context are compared with each other.
   of its values against the baseline's on the seeds both have; Holm's correction over the
   method cells of the context (teacher and baseline excluded). A rejected test marks the cell
   better (+1) or worse (−1) by the sign of the mean paired difference.
+- Provenance: a cell whose runs (of any status, before de-duplication) come from different
+  resolved recipes or different method code gets a footnote naming them, never a silent merge;
+  unreadable (corrupt) records are left out of every table with a footnote naming them.
 - Placing among the student rows of a context (baseline included, teacher excluded) on the
   means rounded as displayed: every cell with the best value is first (bold), every cell with
   the next value second (underlined); needs two cells with values.
@@ -113,6 +116,8 @@ class Cell:
     mark: int = 0
     place: int = 0
     note: str | None = None
+    mixed: str | None = None
+    """Set when the cell's runs differ in resolved recipe or method code: which runs."""
 
     @property
     def n(self) -> int:
@@ -229,8 +234,32 @@ def select_students(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
             f"several complete runs for {where}: {', '.join(ids)}; keep one (e.g. --where suite=…)"
         )
     rank = students["status"].map(_STATUS_RANK).fillna(2)
-    students = students.assign(_rank=rank).sort_values("_rank", kind="stable")
+    students = students.assign(_rank=rank, _mixed=_mixtures(students, [*spec.rows, *spec.cols]))
+    students = students.sort_values("_rank", kind="stable")
     return students.drop_duplicates(key).drop(columns="_rank")
+
+
+def _mixtures(students: pd.DataFrame, cell_axes: list[str]) -> list[str | None]:
+    """Per run: a phrase naming the runs of its cell when they differ in resolved recipe or in
+    method code (any status), else None."""
+    out: list[str | None] = [None] * len(students)
+    position = {index: i for i, index in enumerate(students.index)}
+    for _, group in students.groupby(cell_axes, dropna=False, sort=False):
+        kinds = [
+            what
+            for column, what in (("recipe", "resolved recipes"), ("code", "method code"))
+            if group[column].dropna().nunique() > 1
+        ]
+        if not kinds:
+            continue
+        runs = ", ".join(
+            f"{r.id} (seed {r.seed}, {r.status}, recipe {r.recipe}, code {r.code or '-'})"
+            for r in group.sort_values(["seed", "id"]).itertuples()
+        )
+        text = f"mixes runs of different {' and '.join(kinds)}: {runs}"
+        for index in group.index:
+            out[position[index]] = text
+    return out
 
 
 def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
@@ -240,6 +269,20 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     the classes with a value in that column's runs or teachers.
     """
     check_spec(spec)
+    corrupt = frame[frame["status"] == "corrupt"]
+    frame = frame[frame["status"] != "corrupt"]
+    if corrupt.empty:
+        return _tables(frame, spec)
+    left_out = "left out, unreadable: " + "; ".join(
+        f"{r.id} ({r.error})" for r in corrupt.itertuples()
+    )
+    tables = _tables(frame, spec)
+    for table in tables:
+        table.notes.append((_letters(len(table.notes)), left_out))
+    return tables
+
+
+def _tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     students = select_students(frame, spec)
     teachers = frame[frame["kind"] == TEACHER].set_index("id", drop=False).copy()
     teachers[list(AXES)] = teachers[list(AXES)].fillna(UNKNOWN)
@@ -309,9 +352,11 @@ def _build(
     m = row_axes.index("method")
     context_axes = [a for a in row_axes if a != "method"] + list(spec.cols)
     rows = _row_keys(students, row_axes)
-    needed = ["id", "status", "seed", "error"] + sorted({c.value for c in columns})
+    needed = ["id", "status", "seed", "error", "_mixed"] + sorted({c.value for c in columns})
     runs = students[needed].to_dict("records")
-    teacher_runs = {r["id"]: r for r in teachers[needed].to_dict("records")}
+    teacher_runs = {
+        r["id"]: r for r in teachers.assign(_mixed=None)[needed].to_dict("records")
+    }
     groups = students.groupby(list(row_axes + spec.cols), sort=False).indices
     seeds, teacher_ids = _contexts(students, context_axes)
     show_delta = spec.delta if spec.delta is not None else spec.metric != PER_CLASS
@@ -331,6 +376,7 @@ def _build(
                 role = "baseline" if row[m] == BASELINE else "method"
                 cell_runs = [runs[i] for i in index]
                 cell = _student_cell(cell_runs, seeds.get(context, []), column.value, role)
+                cell.mixed = next((r["_mixed"] for r in cell_runs if r["_mixed"]), None)
             _summarise(cell, spec)
             table.cells[ri, ci] = cell
             if cell.role != "teacher" and cell.expected:
@@ -507,11 +553,18 @@ def _number_notes(table: Table) -> None:
     """Give each cell with problems a footnote; identical texts share one label."""
     labels: dict[str, str] = {}
     for (_, _), cell in sorted(table.cells.items()):
-        if not cell.problems:
+        texts = []
+        if cell.problems:
+            noun = "teacher runs" if cell.role == "teacher" else "seeds"
+            lost = cell.expected - cell.n
+            texts.append(
+                f"{lost} of {cell.expected} {noun} not averaged: " + "; ".join(cell.problems)
+            )
+        if cell.mixed:
+            texts.append(cell.mixed)
+        if not texts:
             continue
-        noun = "teacher runs" if cell.role == "teacher" else "seeds"
-        lost = cell.expected - cell.n
-        text = f"{lost} of {cell.expected} {noun} not averaged: " + "; ".join(cell.problems)
+        text = "; ".join(texts)
         if text not in labels:
             labels[text] = _letters(len(labels))
             table.notes.append((labels[text], text))

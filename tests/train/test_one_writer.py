@@ -28,7 +28,7 @@ SUITE = {
     "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
     "students": ["test_resnet"],
     "methods": ["none", "kd"],
-    "train": {"steps": 12, "batch_size": 4, "log_every": 3, "checkpoint_every": 2},
+    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 2},
 }
 SAME = ("id", "kind", "status", "axes", "config", "metrics", "best_val", "extra_params",
         "student_params")
@@ -92,19 +92,22 @@ def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
     suite, ref = reference
     results = tmp_path / "killed"
     rng = random.Random(8)
-    resumed = 0
     for _ in range(5):
         proc = subprocess.Popen(kdbench_cmd(suite, results), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 9.0))
+        deadline = time.monotonic() + 120  # a random moment once some run is training
+        while not list(results.glob(f"runs/*/{LEASE}")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     final = subprocess.run(kdbench_cmd(suite, results), cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)
     assert final.returncode == 0, final.stderr
     assert_same_results(results, ref)
+    sessions = sum(len(r["sessions"]) for r in RunStore(results))
     resumed = sum(len(r["resumed_from"]) for r in RunStore(results))
-    print(f"runs resumed {resumed} times in total")
+    print(f"{sessions} training sessions over 3 runs, {resumed} resumed from a checkpoint")
 
 
 def foreign_lease(run_dir: Path, age_s: float) -> None:
