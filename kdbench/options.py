@@ -56,9 +56,9 @@ def _matches(value: Any, hint: Any) -> bool:
         if not isinstance(value, list):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(_matches, value, args))
+            return len(value) == len(args) and all(map(matches, value, args))
         item = args[0] if args else Any
-        return all(_matches(v, item) for v in value)
+        return all(matches(v, item) for v in value)
     if hint is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:

@@ -77,6 +77,8 @@ def check(data: Any, schema: Mapping[str, Field], where: str, path: str = "") ->
             raise KdbenchError(
                 f"{where}: {key_path}: expected {_type_name(spec.types)}, got {value!r}"
             )
+        if (problem := _numbers_problem(value)) is not None:
+            raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
         if (
             isinstance(value, int)
             and not isinstance(value, bool)
@@ -84,8 +86,6 @@ def check(data: Any, schema: Mapping[str, Field], where: str, path: str = "") ->
             and int not in spec.types
         ):
             value = float(value)
-        if (problem := _numbers_problem(value)) is not None:
-            raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
         if spec.children is not None and isinstance(value, dict):
             value = check(value, spec.children, where, f"{key_path}.")
         if spec.check is not None and (problem := spec.check(value)):

@@ -86,6 +86,16 @@ def test_four_processes_train_every_run_exactly_once(tmp_path: Path, reference) 
     assert all("| kd" in out for out, _ in outs)  # every process prints the whole table
 
 
+def holds_a_lease(results: Path, pid: int) -> bool:
+    for path in results.glob(f"runs/*/{LEASE}"):
+        try:
+            if json.loads(path.read_text())["pid"] == pid:
+                return True
+        except (OSError, ValueError, KeyError):
+            continue
+    return False
+
+
 def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
     tmp_path: Path, reference  # noqa: ANN001
 ) -> None:
@@ -95,8 +105,8 @@ def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
     for _ in range(5):
         proc = subprocess.Popen(kdbench_cmd(suite, results), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120  # a random moment once some run is training
-        while not list(results.glob(f"runs/*/{LEASE}")) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # a random moment once this process trains a run
+        while not holds_a_lease(results, proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 2.5))
         proc.send_signal(signal.SIGKILL)
