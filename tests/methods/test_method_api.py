@@ -175,3 +175,23 @@ def test_the_methods_choice_errors_name_the_option_and_its_choices(build, messag
 )
 def test_feature_methods_ignore_stages_unless_they_distil_stages(build) -> None:
     assert build().stages == ()
+
+
+def test_labels_are_resized_nearest_exact() -> None:
+    """Each output pixel takes the label under its centre: 4x4 -> 2x2 reads rows/cols 1 and 3."""
+    from kdbench.method import resize_labels
+
+    label = torch.arange(32).reshape(2, 4, 4)
+    assert torch.equal(resize_labels(label, (2, 2)), label[:, 1::2, 1::2])
+
+
+def test_resolve_options_fills_defaults_and_refuses_unknown_keys() -> None:
+    from kdbench.errors import KdbenchError
+    from kdbench.method import method_options
+    from methods.arfd import ARFD
+
+    resolved = ARFD.resolve_options({"kernel": "gaussian"})
+    assert resolved["kernel"] == "gaussian" and resolved["stages"] == [-2, -1]
+    assert set(resolved) == set(method_options(ARFD))
+    with pytest.raises(KdbenchError, match="method 'arfd': unknown option 'kernal'"):
+        ARFD.resolve_options({"kernal": "gaussian"})
