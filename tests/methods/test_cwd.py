@@ -82,7 +82,13 @@ def test_cwd_loss_matches_float64_loop(tau: float) -> None:
 
 
 def test_method_defaults_are_logits_tau_4_weight_3() -> None:
-    assert method_options(CWD) == {"tau": 4.0, "weight": 3.0, "feature": "logits", "stages": (-1,), "channels": "compared"}
+    assert method_options(CWD) == {
+        "tau": 4.0,
+        "weight": 3.0,
+        "feature": "logits",
+        "stages": (-1,),
+        "channels": "compared",
+    }
     gen = torch.Generator().manual_seed(2)
     s, t = random_outputs(STUDENT, gen), random_outputs(TEACHER, gen)
     method = CWD(STUDENT, TEACHER)

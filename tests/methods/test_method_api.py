@@ -152,8 +152,8 @@ def test_check_choice_accepts_every_choice_and_lists_them_in_order() -> None:
             "method 'cirkd': option 'feature' must be 'decoder' or 'stages', got 'logits'",
         ),
         (
-            lambda: CWD(STUDENT, TEACHER, on="stage"),
-            "method 'cwd': option 'on' must be 'logits', 'decoder' or 'stages', got 'stage'",
+            lambda: CWD(STUDENT, TEACHER, feature="stage"),
+            "method 'cwd': option 'feature' must be 'logits', 'decoder' or 'stages', got 'stage'",
         ),
     ],
 )
@@ -167,8 +167,8 @@ def test_the_methods_choice_errors_name_the_option_and_its_choices(build, messag
     "build",
     [
         lambda: CIRKD(STUDENT, TEACHER, stages=(9,), pixel_memory=4, region_memory=4),
-        lambda: CWD(STUDENT, TEACHER, on="decoder", stages=(9,)),
-        lambda: CWD(STUDENT, TEACHER, on="logits", stages=(9,)),
+        lambda: CWD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
+        lambda: CWD(STUDENT, TEACHER, feature="logits", stages=(9,)),
         lambda: SKD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
         lambda: IFVD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
     ],
