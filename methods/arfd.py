@@ -37,8 +37,9 @@ RGB-X stage feature), with student map f_S (N, C_S, H_S, W_S) and teacher map f_
 
     L_ARFD = Σ_stages (1 − CKA(R(X), Y))
 
-Everything is computed in float32 with autocast disabled (the distance and Gram products lose
-too much in float16).
+Like every method, ARFD computes in float32 (float64 for float64 inputs) with autocast
+disabled (:class:`kdbench.method.Method`): the distance and Gram products lose too much in
+float16.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ class ARFD(Method):
         )
 
     def stage_loss(self, recalibration: nn.Module, fs: Tensor, ft: Tensor) -> Tensor:
-        """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) float32 maps."""
+        """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) maps."""
         x, y = pixel_rows(resize_like(fs, ft)), pixel_rows(ft)
         if isinstance(recalibration, KernelRegression) and not bool(recalibration.initialised):
             recalibration.initialise(x, y)
@@ -268,11 +269,10 @@ class ARFD(Method):
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
-        with torch.autocast(device_type=student.stages[0].device.type, enabled=False):
-            losses = [
-                self.stage_loss(recal, student.stages[i].float(), teacher.stages[i].float())
-                for i, recal in zip(self.stages, self.recalibrations, strict=True)
-            ]
+        losses = [
+            self.stage_loss(recal, student.stages[i], teacher.stages[i].to(student.stages[i].dtype))
+            for i, recal in zip(self.stages, self.recalibrations, strict=True)
+        ]
         return {"arfd": self.weight * torch.stack(losses).sum()}
 
 
