@@ -19,8 +19,11 @@ Shapes (input ``--size`` H x W = 512 x 1024, ``--batch`` N = 8, K = 19 classes):
 Reference: ``Segmenter(--student, 19)`` (resnet18 + FPN decoder, logits at 1/4) on
 (N, 3, H, W) images: forward, cross-entropy on logits upsampled to the labels, backward.
 
-Time: median of ``--repeat`` calls after one warm-up call (which also initialises state, e.g.
-ARFD's anchors). Peak memory: on CPU, the rise of ``ru_maxrss`` (the process's resident
+Time: median of up to ``--repeat`` calls after one warm-up call (which also initialises state,
+e.g. ARFD's anchors); a row stops early once its timed calls add up to ``--budget`` seconds
+(at least one timed call), so the slowest rows (the student reference, CIRKD) do not make the
+whole benchmark run for half an hour on a CPU. The table says how many calls each median has.
+Peak memory: on CPU, the rise of ``ru_maxrss`` (the process's resident
 high-water mark) over its value once inputs and modules are built; on CUDA,
 ``max_memory_allocated`` minus the memory allocated at that point. Both include the gradients.
 
@@ -124,15 +127,18 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     baseline = high_water(device)
-    times = []
+    times: list[float] = []
     for _ in range(args.repeat + 1):
         start = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
+        if len(times) > 1 and sum(times[1:]) >= args.budget:
+            break
     return {
         "ms": 1e3 * statistics.median(times[1:]),
+        "calls": len(times) - 1,
         "mb": (high_water(device) - baseline) / 2**20,
     }
 
@@ -164,6 +170,8 @@ def main() -> None:
     default = [m for m in METHODS.names() if m != "none"]
     parser.add_argument("--methods", nargs="+", default=default, choices=default)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds of timed calls after which a row stops (default: 30)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
@@ -177,25 +185,27 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
-    argv = ["--repeat", str(args.repeat), "--device", args.device, "--batch", str(args.batch),
+    argv = ["--repeat", str(args.repeat), "--budget", str(args.budget), "--device", args.device,
+            "--batch", str(args.batch),
             "--size", *map(str, args.size), "--student", args.student]
     h, w = args.size
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
-          f"median of {args.repeat} after 1 warm-up; one subprocess per row")
+          f"median of up to {args.repeat} calls (fewer past {args.budget:g} s) after 1 warm-up; "
+          "one subprocess per row")
     print(f"reference: {args.student} student, fwd + CE + bwd on {args.batch}x3x{h}x{w}")
     print(f"losses: logits {args.batch}x{K}x{h // 8}x{w // 8}, stages 1/8 and 1/16 with "
           f"student {STUDENT_INFO.stage_channels} / teacher {TEACHER_INFO.stage_channels} ch\n")
     ref = run_isolated(REFERENCE, argv)
     if isinstance(ref, str):
         sys.exit(f"reference student {ref}")
-    print("| method | fwd+bwd ms | ratio to student | peak MB | ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("| method | fwd+bwd ms | calls | ratio to student | peak MB | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in [REFERENCE, *args.methods]:
         row = ref if name == REFERENCE else run_isolated(name, argv)
         if isinstance(row, str):
-            print(f"| {name} | {row} | | | |")
+            print(f"| {name} | {row} | | | | |")
         else:
-            print(f"| {name} | {row['ms']:.1f} | {row['ms'] / ref['ms']:.3f} | "
+            print(f"| {name} | {row['ms']:.1f} | {row['calls']} | {row['ms'] / ref['ms']:.3f} | "
                   f"{row['mb']:.0f} | {row['mb'] / ref['mb']:.3f} |", flush=True)
     if "arfd" in args.methods:
         print()

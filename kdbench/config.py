@@ -40,6 +40,18 @@ def _pair(value: Any) -> str | None:
     return None if ok else "expected a list of two numbers"
 
 
+AMP_MODES = ("off", "fp16", "bf16")
+
+
+def amp_mode(value: Any) -> str:
+    """``train.amp`` as one of :data:`AMP_MODES`; YAML reads a bare ``off`` as false."""
+    return "off" if value is False else value
+
+
+def _amp(value: Any) -> str | None:
+    return None if amp_mode(value) in AMP_MODES else "expected off, fp16 or bf16"
+
+
 TRAIN_SCHEMA: dict[str, Field] = {
     "steps": Field((int,), 300, check=positive),
     "batch_size": Field((int,), 8, check=positive),
@@ -51,7 +63,7 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "warmup_steps": Field((int,), 0, check=non_negative),
     "flip": Field((bool,), True),
     "scale": Field((list,), [0.75, 1.5], check=_pair),
-    "amp": Field((bool,), False),
+    "amp": Field((str, bool), "off", check=_amp),
     "channels_last": Field((bool,), False),
     "log_every": Field((int,), 10, check=positive),
     "eval_every": Field((int,), 0, check=non_negative),
@@ -442,10 +454,11 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
         if teacher_cfg[key]:
             _check_backbone(teacher_cfg[key], f"teacher.{key}", where)
     _check_launch(settings["launch"] or {}, where)
-    train = settings["train"]
+    train = {**settings["train"], "amp": amp_mode(settings["train"]["amp"])}
     teacher_train = check(
         {**train, **(teacher_cfg["train"] or {})}, TRAIN_SCHEMA, where, "teacher.train."
     )
+    teacher_train["amp"] = amp_mode(teacher_train["amp"])
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []

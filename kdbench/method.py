@@ -18,9 +18,10 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -42,6 +43,7 @@ __all__ = [
     "distilled_channels",
     "distilled_features",
     "distilled_reductions",
+    "in_loss_precision",
     "method_options",
     "resize_labels",
     "resize_like",
@@ -72,10 +74,32 @@ class Batch:
 
 
 def resize_labels(label: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour resize of (N, H, W) int64 labels to ``size``; identity if equal."""
+    """Nearest-neighbour resize of (N, H, W) int64 labels to ``size``; identity if equal.
+
+    ``nearest-exact`` takes each output pixel's label from the input pixel under its centre
+    (``nearest`` is shifted by half an input pixel); labels are exact in float32 up to 2^24.
+    """
     if tuple(label.shape[-2:]) == tuple(size):
         return label
-    return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return F.interpolate(label[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+
+
+def in_loss_precision(outputs: Outputs) -> Outputs:
+    """``outputs`` with every float16/bfloat16 tensor cast to float32 (wider dtypes unchanged).
+
+    The cast is differentiable: gradients flow back to the half-precision tensors.
+    """
+
+    def widen(x: Tensor) -> Tensor:
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+    values = {f.name: getattr(outputs, f.name) for f in fields(outputs)}
+    return Outputs(
+        **{
+            k: tuple(widen(t) for t in v) if isinstance(v, tuple) else widen(v)
+            for k, v in values.items()
+        }
+    )
 
 
 def resize_like(x: Tensor, ref: Tensor) -> Tensor:
@@ -92,6 +116,13 @@ class Method(nn.Module):
     ``"decoder"``; empty means the teacher is not run at all), take ``(student, teacher)``
     :class:`TapInfo` plus keyword options with defaults in ``__init__``, and implement
     :meth:`forward`.
+
+    Every call computes in float32, or in the inputs' dtype where that is wider, with autocast
+    disabled: :meth:`__call__` casts float16/bfloat16 outputs to float32 and turns autocast off
+    around :meth:`forward`, so a loss is the same function of its inputs whatever precision the
+    models run at (casting alone is not enough: autocast would recast at the next matmul).
+
+    :meth:`resolve_options` validates a method's options and fills in every default.
     """
 
     taps: ClassVar[tuple[str, ...]] = ()
@@ -100,6 +131,33 @@ class Method(nn.Module):
         super().__init__()
         self.student_info = student
         self.teacher_info = teacher
+
+    def __call__(  # type: ignore[override]
+        self, student: Outputs, teacher: Outputs | None, batch: Batch
+    ) -> dict[str, Tensor]:
+        """:meth:`forward` in float32 (or wider) with autocast disabled (class docstring)."""
+        device = student.logits.device.type
+        with torch.autocast(device, enabled=False):
+            return super().__call__(
+                in_loss_precision(student),
+                None if teacher is None else in_loss_precision(teacher),
+                batch,
+            )
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with every default filled in, JSON-able (tuples become lists).
+
+        Raises :class:`KdbenchError` naming the first option the method does not take.
+        Methods whose options nest (``lix``) override this to resolve each level.
+        """
+        name = _registered_name(cls)
+        known = method_options(cls)
+        for key in options:
+            if key not in known:
+                listed = ", ".join(known) or "none"
+                raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
+        return {key: _jsonable(options.get(key, default)) for key, default in known.items()}
 
     def forward(  # noqa: D102 - documented on the class
         self, student: Outputs, teacher: Outputs | None, batch: Batch
@@ -186,12 +244,26 @@ def build_method(
 
 
 def check_options(name: str, cls: type[Method], options: Mapping[str, Any]) -> None:
-    """Raise a :class:`KdbenchError` naming the first option ``cls`` does not take."""
-    known = method_options(cls)
-    for key in options:
-        if key not in known:
-            listed = ", ".join(known) or "none"
-            raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
+    """Raise a :class:`KdbenchError` naming the first option ``cls`` does not take.
+
+    Delegates to ``cls.resolve_options``, so nested options (``lix``) are checked too.
+    """
+    del name  # the message names the method's registered name
+    cls.resolve_options(options)
+
+
+def _registered_name(cls: type) -> str:
+    """The name ``cls`` is registered under (its class name if it is not registered)."""
+    return next((e.name for e in METHODS if e.obj is cls), cls.__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples (the defaults of sequence options) as lists, recursively."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 def _is_int(value: Any) -> bool:

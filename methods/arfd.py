@@ -31,14 +31,18 @@ RGB-X stage feature), with student map f_S (N, C_S, H_S, W_S) and teacher map f_
    batch's pixels and the keys; a persistent buffer ``initialised`` records this, so a resumed
    run does not initialise again.
 3. Consistency: linear CKA with pixels as samples, columns centred,
-   CKA(R, Y) = ‖YᵀR‖_F² / (‖RᵀR‖_F · ‖YᵀY‖_F), in feature space (O(n·d²) time, O(n·d)
-   memory, no n×n Gram matrix). Option ``cka: rbf``: CKA through HSIC with Gaussian Gram
-   matrices of median-heuristic bandwidth on ``subsample`` random pixels.
+   CKA(R, Y) = ‖YᵀR‖_F² / (‖RᵀR‖_F · ‖YᵀY‖_F), in feature space (no n×n Gram matrix). R is
+   never formed: it is a product R = A·V of the (n, M) regression weights and the (M, C_T)
+   anchor values (for ``linear``, of X and the adapter's Wᵀ), so the student side costs
+   O(n·M·(M + C_T)) instead of O(n·C_T²) (:func:`factored_linear_cka`). Option ``cka: rbf``:
+   CKA through HSIC with Gaussian Gram matrices of median-heuristic bandwidth on ``subsample``
+   random pixels.
 
     L_ARFD = Σ_stages (1 − CKA(R(X), Y))
 
-Everything is computed in float32 with autocast disabled (the distance and Gram products lose
-too much in float16).
+Like every method, ARFD computes in float32 (float64 for float64 inputs) with autocast
+disabled (:class:`kdbench.method.Method`): the distance and Gram products lose too much in
+float16.
 """
 
 from __future__ import annotations
@@ -73,6 +77,25 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
     x, y = _unit_frobenius(x - x.mean(dim=0)), _unit_frobenius(y - y.mean(dim=0))
     cross = (y.T @ x).pow(2).sum()
     norms = (x.T @ x).pow(2).sum() * (y.T @ y).pow(2).sum()
+    return cross / norms.clamp_min(torch.finfo(norms.dtype).tiny).sqrt()
+
+
+def factored_linear_cka(a: Tensor, v: Tensor, y: Tensor) -> Tensor:
+    """Linear CKA of X = A·V and Y without forming X: (n, r) ``a``, (r, d1) ``v``, (n, d2) ``y``.
+
+    With centred columns (centring X is centring A, since X_c = A_c·V), YᵀX = (Y_cᵀA_c)·V and
+    XᵀX = Vᵀ(A_cᵀA_c)V, so the cost is O(n·r·(r + d2)) for the student side instead of
+    O(n·d1·(d1 + d2)); ‖YᵀY‖_F costs O(n·d2²) without gradient. ARFD's recalibration is such
+    a product: softmax weights (n, M) times the M anchor values, or features times the adapter.
+    A, V and Y are first divided by their (detached) Frobenius norms, as in :func:`linear_cka`.
+    """
+    a, v = _unit_frobenius(a - a.mean(dim=0)), _unit_frobenius(v)
+    y = _unit_frobenius(y - y.mean(dim=0))
+    cross = ((y.T @ a) @ v).pow(2).sum()
+    xx = (v.T @ (a.T @ a) @ v).pow(2).sum()
+    with torch.no_grad():
+        yy = (y.T @ y).pow(2).sum()
+    norms = xx * yy
     return cross / norms.clamp_min(torch.finfo(norms.dtype).tiny).sqrt()
 
 
@@ -149,17 +172,25 @@ def kernel_distance(x: Tensor, keys: Tensor, kernel: str) -> Tensor:
     return squared_distance(x, keys).clamp_min(EPS).sqrt()
 
 
+def kernel_weights(x: Tensor, keys: Tensor, sigma: Tensor, kernel: str = "laplace") -> Tensor:
+    """k(x_i, c_m) / Σ_m k(x_i, c_m) for (n, d) rows and (M, d) keys -> (n, M).
+
+    log k = −d/σ (``laplace``, ``laplace_l1``) or −d²/(2σ²) (``gaussian``); the normalised
+    weights are a softmax over the M anchors of log k.
+    """
+    d = kernel_distance(x, keys, kernel)
+    log_k = -d.pow(2) / (2 * sigma.pow(2)) if kernel == "gaussian" else -d / sigma
+    return torch.softmax(log_k, dim=1)
+
+
 def nadaraya_watson(
     x: Tensor, keys: Tensor, values: Tensor, sigma: Tensor, kernel: str = "laplace"
 ) -> Tensor:
     """R(x) = Σ_m k(x, c_m)·v_m / Σ_m k(x, c_m) for (n, d) rows, (M, d) keys, (M, e) values.
 
-    log k = −d/σ (``laplace``, ``laplace_l1``) or −d²/(2σ²) (``gaussian``); the normalised
-    weights are a softmax over the M anchors of log k. Returns (n, e).
+    :func:`kernel_weights` times the values; returns (n, e).
     """
-    d = kernel_distance(x, keys, kernel)
-    log_k = -d.pow(2) / (2 * sigma.pow(2)) if kernel == "gaussian" else -d / sigma
-    return torch.softmax(log_k, dim=1) @ values
+    return kernel_weights(x, keys, sigma, kernel) @ values
 
 
 class KernelRegression(nn.Module):
@@ -195,8 +226,16 @@ class KernelRegression(nn.Module):
         self.log_sigma.copy_(median.clamp_min(math.sqrt(EPS)).log())
         self.initialised.fill_(True)
 
+    def weights(self, x: Tensor) -> Tensor:
+        """The (n, M) regression weights of (n, C_S) rows: R(x) = weights(x) @ values."""
+        return kernel_weights(x, self.keys, self.log_sigma.exp(), self.kernel)
+
+    def factors(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """R(x) as the product (weights (n, M), values (M, C_T)), for the factored CKA."""
+        return self.weights(x), self.values
+
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - documented on the class
-        return nadaraya_watson(x, self.keys, self.values, self.log_sigma.exp(), self.kernel)
+        return self.weights(x) @ self.values
 
 
 def pixel_rows(feature: Tensor) -> Tensor:
@@ -255,7 +294,7 @@ class ARFD(Method):
         )
 
     def stage_loss(self, recalibration: nn.Module, fs: Tensor, ft: Tensor) -> Tensor:
-        """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) float32 maps."""
+        """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) maps."""
         x, y = pixel_rows(resize_like(fs, ft)), pixel_rows(ft)
         if isinstance(recalibration, KernelRegression) and not bool(recalibration.initialised):
             recalibration.initialise(x, y)
@@ -264,22 +303,27 @@ class ARFD(Method):
                 rows = torch.randperm(len(x), device=x.device)[: self.subsample]
                 x, y = x[rows], y[rows]
             return 1 - rbf_cka(recalibration(x), y)
-        return 1 - linear_cka(recalibration(x), y)
+        if isinstance(recalibration, KernelRegression):
+            a, v = recalibration.factors(x)
+        else:  # the linear adapter: R(x) = x·Wᵀ
+            a, v = x, recalibration.weight.T
+        return 1 - factored_linear_cka(a, v, y)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
-        with torch.autocast(device_type=student.stages[0].device.type, enabled=False):
-            losses = [
-                self.stage_loss(recal, student.stages[i].float(), teacher.stages[i].float())
-                for i, recal in zip(self.stages, self.recalibrations, strict=True)
-            ]
+        losses = [
+            self.stage_loss(recal, student.stages[i], teacher.stages[i].to(student.stages[i].dtype))
+            for i, recal in zip(self.stages, self.recalibrations, strict=True)
+        ]
         return {"arfd": self.weight * torch.stack(losses).sum()}
 
 
 __all__ = [
     "ARFD",
     "KernelRegression",
+    "factored_linear_cka",
     "kernel_distance",
+    "kernel_weights",
     "linear_cka",
     "nadaraya_watson",
     "pixel_rows",

@@ -17,23 +17,30 @@ Both logs come from ``log_softmax``, so the loss is finite for any finite inputs
 
 By default x are the logits (C = K classes; the teacher's resized bilinearly to the student's
 size when they differ), τ = 4 and weight 3, as in the paper's segmentation setting. With
-``on="decoder"`` or ``on="stages"`` the method distils features instead: a learnable 1x1 adapter
-maps the student to the teacher's channels (identity when they match), the adapted student map
-is resized bilinearly to the teacher's spatial size, C is the teacher's channel count, and the
-loss is summed over the selected stages. (CIRKD's implementation divides by the student's channel
-count before the adapter; here the normaliser is the channel count of the compared maps.)
+``feature="decoder"`` or ``feature="stages"`` the method distils features instead: a learnable
+1x1 adapter maps the student to the teacher's channels (identity when they match), the adapted
+student map is resized bilinearly to the teacher's spatial size, C is the teacher's channel
+count, and the loss is summed over the selected stages.
+
+Deviation from a peer, one option away: CIRKD's re-implementation (``losses/cwd.py``) divides
+the feature loss by N·C_S, the student's channel count read before its adapter, although the
+sum runs over the C_T adapted channels. The default ``channels="compared"`` divides by the
+channel count of the maps actually compared (C_T), so the loss is a mean KL per channel as the
+paper writes it; ``channels="student"`` gives CIRKD's normaliser (the loss times C_T / C_S).
+On logits the two agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
+from kdbench.errors import KdbenchError
 from kdbench.method import (
     Batch,
     Method,
@@ -62,8 +69,10 @@ def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 4.0) -> Tensor:
 class CWD(Method):
     """Channel-wise distillation on the logits, the decoder feature or encoder stages.
 
-    ``on`` picks the maps; ``stages`` (Python indices into the stage list) is read only when
-    ``on="stages"``. Feature maps get one 1x1 adapter each (student -> teacher channels).
+    ``feature`` picks the maps; ``stages`` (Python indices into the stage list) is read only
+    when ``feature="stages"``. Feature maps get one 1x1 adapter each (student -> teacher
+    channels). The option was once called ``on``, which YAML reads as the boolean true; that
+    spelling is refused with a message naming ``feature``.
     """
 
     taps = ("logits",)
@@ -75,40 +84,57 @@ class CWD(Method):
         *,
         tau: float = 4.0,
         weight: float = 3.0,
-        on: Literal["logits", "decoder", "stages"] = "logits",
+        feature: Literal["logits", "decoder", "stages"] = "logits",
         stages: Sequence[int] = (-1,),
+        channels: Literal["compared", "student"] = "compared",
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
-        check_choice("cwd", "on", on, ("logits", "decoder", "stages"))
-        self.tau, self.weight, self.on = tau, weight, on
-        self.taps = (on,)
-        self.stages = resolve_stages("cwd", stages, student, teacher) if on == "stages" else ()
+        check_choice("cwd", "feature", feature, ("logits", "decoder", "stages"))
+        check_choice("cwd", "channels", channels, ("compared", "student"))
+        self.channels = channels
+        self.tau, self.weight, self.feature = tau, weight, feature
+        self.taps = (feature,)
+        self.stages = resolve_stages("cwd", stages, student, teacher) if feature == "stages" else ()
         self.adapters = nn.ModuleList()
-        if on != "logits":
+        if feature != "logits":
             channels = zip(
-                distilled_channels(student, on, self.stages),
-                distilled_channels(teacher, on, self.stages),
+                distilled_channels(student, feature, self.stages),
+                distilled_channels(teacher, feature, self.stages),
                 strict=True,
             )
             self.adapters.extend(channel_adapter(cs, ct) for cs, ct in channels)
 
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Refuse the old option name ``on`` (read by YAML as the key ``True``), then resolve."""
+        if "on" in options or True in options:
+            raise KdbenchError(
+                "method 'cwd': option 'on' is now called 'feature' (YAML reads the key 'on' "
+                "as true); write feature: logits | decoder | stages"
+            )
+        return super().resolve_options(options)
+
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
-        if self.on == "logits":
+        if self.feature == "logits":
             zs = student.logits
             loss = cwd_loss(zs, resize_like(teacher.logits, zs).to(zs.dtype), self.tau)
         else:
             pairs = zip(
-                distilled_features(student, self.on, self.stages),
-                distilled_features(teacher, self.on, self.stages),
+                distilled_features(student, self.feature, self.stages),
+                distilled_features(teacher, self.feature, self.stages),
                 self.adapters,
                 strict=True,
             )
             losses = []
             for fs, ft, adapter in pairs:
+                c_student = fs.shape[1]
                 fs = resize_like(adapter(fs), ft)
-                losses.append(cwd_loss(fs, ft.to(fs.dtype), self.tau))
+                term = cwd_loss(fs, ft.to(fs.dtype), self.tau)
+                if self.channels == "student":  # CIRKD's normaliser N·C_S (module docstring)
+                    term = term * (ft.shape[1] / c_student)
+                losses.append(term)
             loss = torch.stack(losses).sum()
         return {"cwd": self.weight * loss}
 

@@ -40,11 +40,20 @@ def tckd_nckd(
 
     Returns three tensors of the target's shape. Pixels without a label must be given some class
     in [0, K) (their values are then meaningless and are masked by the caller). Needs K ≥ 2.
-    The target entry of the non-target KL is excluded by masking before the exponential, so no
-    ``0 · log 0`` or ``0 · ∞`` appears in the forward or the backward pass.
     """
     log_ps = F.log_softmax(student_logits / tau, dim=1)
     log_pt = F.log_softmax(teacher_logits / tau, dim=1)
+    return decoupled_terms(log_ps, log_pt, target)
+
+
+def decoupled_terms(
+    log_ps: Tensor, log_pt: Tensor, target: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(TCKD, NCKD, p^T_t) from (N, K, ...) log-probabilities log p^S, log p^T at temperature τ.
+
+    The target entry of the non-target KL is excluded by masking before the exponential, so no
+    ``0 · log 0`` or ``0 · ∞`` appears in the forward or the backward pass.
+    """
     index = target.unsqueeze(1)
     is_target = torch.zeros_like(log_ps, dtype=torch.bool).scatter_(1, index, True)
     # log p_t and log(1 − p_t), both from log-probabilities (never log of a probability).
@@ -160,6 +169,7 @@ __all__ = [
     "align_logits",
     "check_logit_options",
     "decoupled_loss",
+    "decoupled_terms",
     "dkd_loss",
     "masked_mean",
     "tckd_nckd",

@@ -1,35 +1,56 @@
-r"""DWLD, the logit half of LIX: DKD with per-pixel weights from a learned controller.
+r"""DWLD, the logit half of LIX: DKD with bounded per-pixel weights from a learned controller.
 
 Guo et al., "LIX: Implicitly Infusing Spatial Geometric Prior Knowledge into Visual Semantic
 Segmentation for Autonomous Driving", arXiv 2403.08215: its logit distillation with a
 "logit-wise dynamic weight controller". Built on DKD (Zhao et al., CVPR 2022; methods/dkd.py).
+The adversarial controller follows the learnable-weight scheme of CTKD (Li et al., "Curriculum
+Temperature for Knowledge Distillation", AAAI 2023): gradient reversal with a cosine curriculum.
 
-**This is kdbench's reconstruction, not the authors' code.** LIX's code and full text were not
-available to this project. Taken from the paper: DWLD extends DKD by giving each logit (here each
-pixel) its own weights on the target-class and the non-target-class terms, produced by a small
-MLP, the "dynamic weight controller", whose input involves the confidence of the logits; the
-paper's ablation varies the controller's number of layers. Everything else is this project's
-own choice: the input features u_p, the controller's width, the softplus outputs, the
-normalisation of the weights, the zero initialisation and the warm-up. Options: ``layers`` and
-``hidden`` (the controller), ``weights`` (mlp | constant | kd), ``tau``, ``alpha``, ``beta``,
-``warmup``, ``weight``; the features, softplus, normalisation and initialisation are fixed.
+**This is kdbench's reconstruction, not the authors' code** (specified in shared/METHODS.md).
+LIX's code and full text were not available to this project. Taken from the paper: DWLD extends
+DKD by giving each logit (here each pixel) its own weights on the target-class and non-target-
+class terms, produced by a small MLP, the "dynamic weight controller", whose input involves the
+confidence of the logits; the paper's ablation varies the controller's number of layers.
+Everything else is this project's own design: the input features u_p, the controller's width,
+the bounded tanh parametrisation, the zero initialisation, the warm-up and how the controller
+learns (gradient reversal). Each choice an ablation may vary is an option: ``layers``,
+``hidden``, ``spread``, ``controller``, ``weights``, ``tau``, ``alpha``, ``beta``, ``warmup``,
+``weight``; the features and the initialisation are fixed.
 
 Per valid pixel p (label t, the set Ω), with TCKD_p and NCKD_p exactly as in DKD at temperature
 τ and p = softmax(z / τ):
 
-- confidence features, detached from the graph (the controller never changes the logits'
-  gradients through its input): u_p = [p^S_t, p^T_t, max_k p^S_k, H(p^S)/log K, H(p^T)/log K];
-- controller g: L layers of 1x1 convs (width ``hidden``, ReLU between), two outputs through a
-  softplus: (a_p, b_p) = softplus(g(u_p)); the last layer starts at zero, so training starts
-  from uniform weights, i.e. exactly at DKD;
-- normalised weights w^T_p = α·a_p / mean_Ω(a), w^N_p = β·b_p / mean_Ω(b): their means over
-  Ω equal DKD's α and β and the controller only redistributes emphasis across pixels;
+- confidence features, detached (the controller never changes the logits' gradients through
+  its input): u_p = [p^S_t, p^T_t, max_k p^S_k, H(p^S)/log K, H(p^T)/log K];
+- controller g: L linear layers applied per pixel (width ``hidden``, ReLU between; a 1x1 conv
+  net), two raw outputs (r^T_p, r^N_p) = g(u_p); its last layer is zero-initialised, so
+  training starts exactly at DKD;
+- bounded weights, ρ = ``spread`` in [0, 1):
+
+      w^T_p = α·(1 + ρ·tanh r^T_p) ∈ [(1 − ρ)α, (1 + ρ)α],   w^N_p = β·(1 + ρ·tanh r^N_p)
+
+  so no pixel can take all the weight and no weight can vanish;
 
     L_DWLD = ω(progress) · τ² · mean_Ω(w^T_p·TCKD_p + w^N_p·NCKD_p)
 
-with DKD's linear warm-up ω. The controller is trained jointly by this loss. Option
-``weights``: ``mlp`` (the above), ``constant`` (a_p = b_p = 1: exactly DKD) or ``kd``
-(w^T = 1, w^N = 1 − p^T_t, no controller, α and β unused: exactly pixel KD over Ω, since
+with DKD's linear warm-up ω. How the controller learns (option ``controller``):
+
+- ``adversarial`` (default): a gradient-reversal layer sits between g's outputs and the
+  weights; forward it is the identity, backward it multiplies the gradient by −λ with
+  λ(progress) = (1 − cos(π·progress)) / 2 rising from 0 to 1 over training. The controller thus
+  ascends the weighted loss the student descends: it emphasises the pixels where the student is
+  furthest from the teacher, within the bounds;
+- ``cooperative``: no reversal; the controller descends the same loss;
+- ``frozen``: the controller is not trained (its parameters do not require gradients), so the
+  weights stay at α, β: exactly DKD, a control.
+
+A property of this design worth knowing when reading results: TCKD_p and NCKD_p are never
+negative, so the loss increases with every weight. On fixed logits the adversarial controller
+therefore drives every weight towards its upper bound (1 + ρ)·α, (1 + ρ)·β and the cooperative
+one towards the lower bound; the bounds, not the objective, keep the weights finite and alike.
+
+Option ``weights``: ``mlp`` (the above), ``constant`` (no controller, w = α, β: exactly DKD) or
+``kd`` (no controller, w^T = 1, w^N = 1 − p^T_t, α and β unused: exactly pixel KD over Ω, since
 KL(p^T ‖ p^S) = TCKD + (1 − p^T_t)·NCKD per pixel).
 """
 
@@ -40,43 +61,39 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
 
 from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method
+from kdbench.method import Batch, Method, check_choice
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from methods.dkd import (
     align_logits,
     check_logit_options,
     decoupled_loss,
-    masked_mean,
-    tckd_nckd,
+    decoupled_terms,
     warmup_factor,
 )
 
 WEIGHTS = ("mlp", "constant", "kd")
+CONTROLLERS = ("adversarial", "cooperative", "frozen")
 NUM_FEATURES = 5
 """Channels of the controller input u_p."""
-EPS = 1e-12
-"""Floor of mean_Ω(a) and mean_Ω(b) (reached only when Ω is empty)."""
 
 
 @torch.no_grad()
-def confidence_features(
-    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, tau: float
-) -> Tensor:
-    """u = [p^S_t, p^T_t, max_k p^S_k, H(p^S)/log K, H(p^T)/log K]: (N, K, h, w) -> (N, 5, h, w).
+def confidence_features(log_ps: Tensor, log_pt: Tensor, target: Tensor) -> Tensor:
+    """u = [p^S_t, p^T_t, max_k p^S_k, H(p^S)/log K, H(p^T)/log K] per pixel, detached.
 
-    Probabilities at temperature τ; entropies H(p) = −Σ_k p_k log p_k with log p from
-    ``log_softmax`` (finite for any finite logits), divided by log K so that they lie in [0, 1].
-    Computed without gradient: the features are inputs of the controller, not loss terms.
+    ``log_ps``, ``log_pt``: (N, K, h, w) log-probabilities at temperature τ (from
+    ``log_softmax``, finite for finite logits); ``target`` (N, h, w) in [0, K). Returns
+    (N, h, w, 5), pixels as rows for the controller's linear layers. Entropies
+    H(p) = −Σ_k p_k log p_k are divided by log K so that they lie in [0, 1].
     """
-    log_ps = F.log_softmax(student_logits.float() / tau, dim=1)
-    log_pt = F.log_softmax(teacher_logits.float() / tau, dim=1)
     ps, pt = log_ps.exp(), log_pt.exp()
     index = target.unsqueeze(1)
-    log_k = math.log(student_logits.shape[1])
-    return torch.cat(
+    log_k = math.log(log_ps.shape[1])
+    u = torch.cat(
         [
             ps.gather(1, index),
             pt.gather(1, index),
@@ -86,39 +103,61 @@ def confidence_features(
         ],
         dim=1,
     )
+    return u.permute(0, 2, 3, 1)
 
 
 def weight_controller(layers: int, hidden: int) -> nn.Sequential:
-    """The dynamic weight controller: ``layers`` 1x1 convs 5 -> hidden -> ... -> 2, ReLU between.
+    """The dynamic weight controller: ``layers`` linear maps 5 -> hidden -> ... -> 2, ReLU between.
 
-    One layer is a linear map of u_p. The last conv is zero-initialised (weight and bias), so
-    a_p = b_p = softplus(0) at every pixel at the start and DWLD starts as DKD.
+    Applied to (..., 5) pixel rows (equivalent to 1x1 convs on the map). One layer is a linear
+    map of u_p. The last layer is zero-initialised (weight and bias), so r = 0 at every pixel
+    at the start and DWLD starts as DKD.
     """
     widths = [NUM_FEATURES] + [hidden] * (layers - 1) + [2]
     modules: list[nn.Module] = []
     for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if i:
             modules.append(nn.ReLU())
-        modules.append(nn.Conv2d(c_in, c_out, kernel_size=1))
+        modules.append(nn.Linear(c_in, c_out))
     last = modules[-1]
-    assert isinstance(last, nn.Conv2d)
+    assert isinstance(last, nn.Linear)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return nn.Sequential(*modules)
 
 
-def normalised_weights(
-    a: Tensor, b: Tensor, valid: Tensor, alpha: float, beta: float
-) -> tuple[Tensor, Tensor]:
-    """w^T = α·a / mean_Ω(a), w^N = β·b / mean_Ω(b) for positive (N, h, w) controller outputs."""
-    w_target = alpha * a / masked_mean(a, valid).clamp_min(EPS)
-    w_nontarget = beta * b / masked_mean(b, valid).clamp_min(EPS)
-    return w_target, w_nontarget
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by −λ backward."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, strength: float) -> Tensor:  # noqa: D102
+        ctx.strength = strength  # type: ignore[attr-defined]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return -ctx.strength * grad, None  # type: ignore[attr-defined]
 
 
-@register_method("dwld", "LIX's DWLD as reconstructed here: DKD with per-pixel learned weights")
+def gradient_reversal(x: Tensor, strength: float) -> Tensor:
+    """x forward; −``strength``·∂L/∂x flows back to whatever produced x."""
+    return _GradientReversal.apply(x, strength)
+
+
+def reversal_strength(progress: float) -> float:
+    """CTKD's cosine curriculum λ = (1 − cos(π·progress)) / 2: 0 at the start, 1 at the end."""
+    return 0.5 * (1.0 - math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def bounded_weights(raw: Tensor, alpha: float, beta: float, spread: float) -> tuple[Tensor, Tensor]:
+    """(w^T, w^N) = (α·(1 + ρ·tanh r^T), β·(1 + ρ·tanh r^N)) for (..., 2) raw outputs."""
+    bounded = 1.0 + spread * torch.tanh(raw)
+    return alpha * bounded[..., 0], beta * bounded[..., 1]
+
+
+@register_method("dwld", "LIX's DWLD as reconstructed here: DKD with bounded per-pixel weights")
 class DWLD(Method):
-    """DWLD on the logits; ``controller`` is the learnable MLP (``None`` unless weights=mlp).
+    """DWLD on the logits; ``controller`` is the MLP (``None`` unless weights=mlp).
 
     kdbench's reconstruction of LIX's logit half (LIX's code and full text were not available);
     the module docstring says which parts come from the paper and which are this project's.
@@ -135,6 +174,8 @@ class DWLD(Method):
         alpha: float = 1.0,
         beta: float = 8.0,
         weights: str = "mlp",
+        controller: str = "adversarial",
+        spread: float = 0.5,
         layers: int = 2,
         hidden: int = 32,
         warmup: float = 0.08,
@@ -142,41 +183,58 @@ class DWLD(Method):
     ) -> None:
         super().__init__(student, teacher)
         check_logit_options("dwld", student.num_classes, tau, warmup)
-        if weights not in WEIGHTS:
-            raise KdbenchError(
-                f"method 'dwld': option 'weights' must be one of {', '.join(WEIGHTS)}, "
-                f"got {weights!r}"
-            )
+        check_choice("dwld", "weights", weights, WEIGHTS)
+        check_choice("dwld", "controller", controller, CONTROLLERS)
         for key, value in (("layers", layers), ("hidden", hidden)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise KdbenchError(
                     f"method 'dwld': option {key!r} must be an integer >= 1, got {value!r}"
                 )
-        self.tau, self.alpha, self.beta = tau, alpha, beta
-        self.weights, self.warmup, self.weight = weights, warmup, weight
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread < 1:
+            raise KdbenchError(f"method 'dwld': option 'spread' must be in [0, 1), got {spread!r}")
+        self.tau, self.alpha, self.beta, self.spread = tau, alpha, beta, float(spread)
+        self.weights, self.mode = weights, controller
+        self.warmup, self.weight = warmup, weight
         self.controller = weight_controller(layers, hidden) if weights == "mlp" else None
+        if self.controller is not None and controller == "frozen":
+            self.controller.requires_grad_(False)
 
     def pixel_weights(
-        self, zs: Tensor, zt: Tensor, target: Tensor, valid: Tensor, pt_target: Tensor
-    ) -> tuple[Tensor | float, Tensor | float]:
-        """(w^T, w^N) for aligned (N, K, h, w) logits: scalars, or (N, h, w) maps (mlp, kd)."""
-        if self.weights == "constant":
-            return self.alpha, self.beta
-        if self.weights == "kd":
-            return 1.0, 1.0 - pt_target
+        self, log_ps: Tensor, log_pt: Tensor, target: Tensor, progress: float
+    ) -> tuple[Tensor, Tensor]:
+        """(w^T, w^N), each (N, h, w), from (N, K, h, w) log-probabilities (``weights: mlp``)."""
         assert self.controller is not None
-        u = confidence_features(zs, zt, target, self.tau)
-        a, b = F.softplus(self.controller(u)).unbind(dim=1)
-        return normalised_weights(a, b, valid, self.alpha, self.beta)
+        u = confidence_features(log_ps, log_pt, target)
+        param = next(self.controller.parameters())
+        raw = self.controller(u.to(param.dtype)).to(log_ps.dtype)
+        if self.mode == "adversarial":
+            raw = gradient_reversal(raw, reversal_strength(progress))
+        return bounded_weights(raw, self.alpha, self.beta, self.spread)
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None
         zs, zt, target, valid = align_logits(student.logits, teacher.logits, batch.label)
-        tckd, nckd, pt_target = tckd_nckd(zs, zt, target, self.tau)
-        w_target, w_nontarget = self.pixel_weights(zs, zt, target, valid, pt_target)
+        log_ps = F.log_softmax(zs / self.tau, dim=1)
+        log_pt = F.log_softmax(zt / self.tau, dim=1)
+        tckd, nckd, pt_target = decoupled_terms(log_ps, log_pt, target)
+        w_target: float | Tensor
+        w_nontarget: float | Tensor
+        if self.weights == "constant":
+            w_target, w_nontarget = self.alpha, self.beta
+        elif self.weights == "kd":
+            w_target, w_nontarget = 1.0, 1.0 - pt_target
+        else:
+            w_target, w_nontarget = self.pixel_weights(log_ps, log_pt, target, batch.progress)
         loss = decoupled_loss(tckd, nckd, w_target, w_nontarget, valid, self.tau)
         scale = self.weight * warmup_factor(batch.progress, self.warmup)
         return {"dwld": scale * loss}
 
 
-__all__ = ["DWLD", "confidence_features", "normalised_weights", "weight_controller"]
+__all__ = [
+    "DWLD",
+    "bounded_weights",
+    "confidence_features",
+    "gradient_reversal",
+    "reversal_strength",
+    "weight_controller",
+]

@@ -10,31 +10,35 @@ DWLD extends DKD with per-logit weights on the target and non-target terms produ
 MLP ("dynamic weight controller") whose input involves the logits' confidence; ARFD recalibrates
 student features towards the teacher by kernel regression with a Laplace kernel and measures
 consistency with CKA (built on HSIC); the ablations vary the controller's number of layers and
-the kernel. Everything else (the controller's inputs, width, normalisation and initialisation,
-the anchors, σ's initialisation, the CKA estimator, the stages) is this project's own design,
-described in methods/dwld.py and methods/arfd.py; the choices an ablation varies are options.
+the kernel. Everything else (the controller's inputs, width, bounds, initialisation and how
+it learns, the anchors, σ's initialisation, the CKA estimator, the stages) is this project's
+own design, described in methods/dwld.py and methods/arfd.py; the choices an ablation varies
+are options.
 
     L_LIX = λ_L · L_DWLD + λ_F · L_ARFD          (the trainer adds the cross-entropy)
 
-Options: ``lambda_l`` and ``lambda_f`` (default 1 each), then every option of the two halves
-except their ``weight`` (which λ_L and λ_F replace), prefixed by the half's name:
-``dwld_tau``, ``dwld_alpha``, ``dwld_beta``, ``dwld_weights``, ``dwld_layers``, ``dwld_hidden``,
-``dwld_warmup``, ``arfd_stages``, ``arfd_kernel``, ``arfd_anchors``, ``arfd_cka``,
-``arfd_subsample``. The defaults are those of ``dwld`` and ``arfd``. The two terms are returned
-separately, ``{"dwld": λ_L·L_DWLD, "arfd": λ_F·L_ARFD}``, so training curves show each.
+Options: ``lambda_l`` and ``lambda_f`` (default 1 each), and ``dwld`` and ``arfd``: mappings that
+accept exactly the options of the standalone ``dwld`` and ``arfd`` methods, with their defaults,
+e.g. ``lix: {dwld: {layers: 3, controller: cooperative}, arfd: {kernel: gaussian}}``. A half's
+own ``weight`` (default 1) multiplies its λ. The two terms are returned separately,
+``{"dwld": λ_L·L_DWLD, "arfd": λ_F·L_ARFD}``, so training curves show each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
+from kdbench.errors import KdbenchError
 from kdbench.method import Batch, Method
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from methods.arfd import ARFD
 from methods.dwld import DWLD
+
+HALVES: dict[str, type[Method]] = {"dwld": DWLD, "arfd": ARFD}
 
 
 @register_method("lix", "Guo et al. 2024, reconstructed here: λ_L·DWLD + λ_F·ARFD")
@@ -54,42 +58,33 @@ class LIX(Method):
         *,
         lambda_l: float = 1.0,
         lambda_f: float = 1.0,
-        dwld_tau: float = 4.0,
-        dwld_alpha: float = 1.0,
-        dwld_beta: float = 8.0,
-        dwld_weights: str = "mlp",
-        dwld_layers: int = 2,
-        dwld_hidden: int = 32,
-        dwld_warmup: float = 0.08,
-        arfd_stages: Sequence[int] = (-2, -1),
-        arfd_kernel: str = "laplace",
-        arfd_anchors: int = 64,
-        arfd_cka: str = "linear",
-        arfd_subsample: int = 1024,
+        dwld: Mapping[str, Any] | None = None,
+        arfd: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(student, teacher)
-        self.dwld = DWLD(
-            student,
-            teacher,
-            tau=dwld_tau,
-            alpha=dwld_alpha,
-            beta=dwld_beta,
-            weights=dwld_weights,
-            layers=dwld_layers,
-            hidden=dwld_hidden,
-            warmup=dwld_warmup,
-            weight=lambda_l,
-        )
-        self.arfd = ARFD(
-            student,
-            teacher,
-            stages=arfd_stages,
-            kernel=arfd_kernel,
-            anchors=arfd_anchors,
-            cka=arfd_cka,
-            subsample=arfd_subsample,
-            weight=lambda_f,
-        )
+        options = self.resolve_options({"dwld": dwld or {}, "arfd": arfd or {}})
+        dwld_options, arfd_options = options["dwld"], options["arfd"]
+        dwld_options["weight"] *= lambda_l
+        arfd_options["weight"] *= lambda_f
+        self.dwld = DWLD(student, teacher, **dwld_options)
+        self.arfd = ARFD(student, teacher, **arfd_options)
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """λs and both halves' options, each half resolved by its own method's rules."""
+        resolved = super().resolve_options(options)
+        for key, half in HALVES.items():
+            given = resolved[key] if resolved[key] is not None else {}
+            if not isinstance(given, Mapping):
+                raise KdbenchError(
+                    f"method 'lix': option {key!r} must be a mapping of {key} options, "
+                    f"got {given!r}"
+                )
+            try:
+                resolved[key] = half.resolve_options(given)
+            except KdbenchError as exc:
+                raise KdbenchError(f"method 'lix', option {key!r}: {exc}") from None
+        return resolved
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         return {**self.dwld(student, teacher, batch), **self.arfd(student, teacher, batch)}

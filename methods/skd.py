@@ -31,6 +31,13 @@ resized bilinearly to the student's), mean over all pixels:
 
     L_pixel = mean_P KL(p^T ‖ p^S)
 
+Deviation from the authors' code, one option away: their pixel-wise criterion sums the per-pixel
+cross-entropy −Σ_k p^T_k log p^S_k over all N·h·w pixels and divides by h·w only, i.e. it is
+N times the mean over pixels (and cross-entropy instead of KL: the two differ by the teacher's
+entropy, a constant without gradient). The default ``pixel_reduction="mean"`` (METHODS.md, and
+CIRKD's re-implementation) makes the term independent of the batch size;
+``pixel_reduction="image_sum"`` gives the authors' scale, N · mean_P KL(p^T ‖ p^S).
+
 Total: ``pair_weight · L_pair + pixel_weight · L_pixel``. Defaults: pair weight 10
 (METHODS.md) and pixel weight 10 (the authors' training script: ``lambda_pi`` = 10; it weights
 the pair term by ``lambda_pa`` = 0.5 with the ``grid2`` pooling). ``pixel_weight=0`` leaves
@@ -120,10 +127,13 @@ class SKD(Method):
         pool: Pool = "max2",
         stages: Sequence[int] = (-1,),
         feature: FeatureSource = "stages",
+        pixel_reduction: Literal["mean", "image_sum"] = "mean",
     ) -> None:
         super().__init__(student, teacher)
         assert teacher is not None
         check_choice("skd", "pool", pool, ("max2", "grid2"))
+        check_choice("skd", "pixel_reduction", pixel_reduction, ("mean", "image_sum"))
+        self.pixel_reduction = pixel_reduction
         check_choice("skd", "feature", feature, ("stages", "decoder"))
         self.pair_weight, self.pixel_weight, self.pool = pair_weight, pixel_weight, pool
         self.feature = feature
@@ -142,9 +152,12 @@ class SKD(Method):
             pair.append(pair_wise_loss(resize_like(fs, ft), ft, self.pool))
         zs = student.logits
         zt = resize_like(teacher.logits.detach(), zs).to(zs.dtype)
+        pixel = kd_loss(zs, zt, tau=1.0)
+        if self.pixel_reduction == "image_sum":  # the authors' N · mean_P (module docstring)
+            pixel = pixel * zs.shape[0]
         return {
             "skd_pair": self.pair_weight * torch.stack(pair).sum(),
-            "skd_pixel": self.pixel_weight * kd_loss(zs, zt, tau=1.0),
+            "skd_pixel": self.pixel_weight * pixel,
         }
 
 

@@ -54,11 +54,12 @@ def _add_layout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--where", action="append", default=[], metavar="AXIS=V1[,V2]",
                         help="keep student runs whose AXIS (suite, dataset, student, method, "
                         "seed) is one of the values; repeatable; the baseline is always kept")
-    parser.add_argument("--cell", default="std", metavar="std|ci|mean",
-                        help="cell format: mean ± sample std (default), mean with a 95%% "
-                        "percentile bootstrap interval (seeded), or the mean alone")
+    parser.add_argument("--cell", default="std", metavar="std|ci|bootstrap|mean",
+                        help="cell format: mean ± sample std (default), mean with a 95%% t "
+                        "interval (ci), mean with a 95%% percentile bootstrap interval (seeded; "
+                        "only for cells of >= 20 seeds), or the mean alone")
     parser.add_argument("--resamples", type=int, default=10_000,
-                        help="bootstrap resamples for --cell ci (default: 10000, seed 0)")
+                        help="bootstrap resamples for --cell bootstrap (default: 10000, seed 0)")
     parser.add_argument("--test", default="ttest", metavar="ttest|wilcoxon",
                         help="paired test against the baseline, Holm-corrected per column "
                         "(default: ttest)")

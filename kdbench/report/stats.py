@@ -7,16 +7,26 @@
   two-sided p-values.
 - Holm's step-down correction over m tests: sort p_(1) ≤ … ≤ p_(m); reject H_(1..i) while
   p_(j) ≤ α/(m − j + 1); adjusted p̃_(i) = max_{j ≤ i} min(1, (m − j + 1)·p_(j)).
+- t interval of a mean (what tables print as "95% CI"): mean ± t_{(1+level)/2, n−1}·s/√n, with
+  s the sample std; exact coverage for normal data at any n ≥ 2.
 - Percentile bootstrap interval of a mean: B resamples with replacement of the n values
   (numpy ``default_rng(seed)``), interval = the (1 − level)/2 and (1 + level)/2 quantiles of the
-  B resampled means.
+  B resampled means. It under-covers at small n (simulated on normal samples: about 75% at
+  n = 3 and 81% at n = 5 for a nominal 95%), so tables offer it only from
+  :data:`BOOTSTRAP_MIN_N` values on, labelled as a bootstrap interval.
 - Friedman test over N blocks (rows) and k treatments (columns): ranks r_ij within each block
   (1 = best, ties averaged), R_j = Σ_i r_ij, χ²_F = 12/(N k (k+1)) Σ_j R_j² − 3 N (k+1), divided
   by the tie correction 1 − Σ (t³ − t)/(N k (k² − 1)) over tie groups of size t; p from χ²(k−1).
 - Nemenyi critical difference (Demšar 2006): CD = q_α √(k(k+1)/(6N)), q_α = the 1 − α quantile of
   the studentized range for k means and infinite degrees of freedom, divided by √2.
 - Power of the two-sided paired t-test: with n pairs, δ = Δ/(σ_d/√n), df = n − 1 and critical
-  value c = t_{1−α/2, df}, power = P(T > c) + P(T < −c) for T ~ noncentral t(df, δ).
+  value c = t_{1−α/2, df}, power = P(T > c) + P(T < −c) for T ~ noncentral t(df, δ). scipy's
+  noncentral t returns NaN in parts of its domain (e.g. δ of a few tens with df in the
+  thousands), so each tail is computed by the noncentral t where that is finite and in [0, 1],
+  and otherwise by the normal approximation of the noncentral t (Johnson, Kotz and
+  Balakrishnan, Continuous Univariate Distributions vol. 2, eq. 31.26):
+  P(T ≤ c) ≈ Φ((c·(1 − 1/(4·df)) − δ) / √(1 + c²/(2·df))), accurate to about 1e-3 for df ≥ 10
+  and exact as df → ∞. Power is then never NaN for finite inputs.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from scipy import stats
 TESTS = ("ttest", "wilcoxon")
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+BOOTSTRAP_MIN_N = 20
+"""Fewest values for which tables print a bootstrap interval (it under-covers below)."""
 
 
 def paired_pvalue(a: Sequence[float], b: Sequence[float], test: str = "ttest") -> float:
@@ -86,6 +98,17 @@ def holm(pvalues: Sequence[float], alpha: float) -> tuple[np.ndarray, np.ndarray
         adjusted[index] = running_max
     reject[tested] = adjusted[tested] <= alpha
     return adjusted, reject
+
+
+def t_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """t interval of the mean of ``values``: mean ± t_{(1+level)/2, n−1}·s/√n; NaNs if n < 2."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    half = float(stats.t.ppf((1.0 + level) / 2.0, x.size - 1)) * float(x.std(ddof=1))
+    half /= math.sqrt(x.size)
+    return mean - half, mean + half
 
 
 def bootstrap_ci(
@@ -145,7 +168,8 @@ def paired_t_power(
     """Power of the two-sided paired t-test with n pairs to detect a mean difference ``delta``.
 
     ``sd`` is the standard deviation of the paired differences; ``n`` an int or an int array
-    (n >= 2). With sd = 0 the power is 1 for any delta != 0.
+    (n >= 2). With sd = 0 the power is 1 for any delta != 0. Never NaN for finite inputs
+    (module docstring: the noncentral t with a normal-approximation fallback).
     """
     n_arr = np.asarray(n, dtype=np.float64)
     df = n_arr - 1.0
@@ -154,14 +178,42 @@ def paired_t_power(
         power = np.where(delta != 0, 1.0, alpha) * np.ones_like(n_arr)
     else:
         nc = delta / (sd / np.sqrt(n_arr))
-        power = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+        power = _nct_sf(crit, df, nc) + _nct_cdf(-crit, df, nc)
+        power = np.clip(power, 0.0, 1.0)
     return float(power) if np.ndim(power) == 0 else power
+
+
+def _nct_cdf(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    """P(T ≤ x) for T ~ noncentral t(df, nc): scipy where valid, else the normal approximation."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        exact = np.asarray(stats.nct.cdf(x, df, nc), dtype=np.float64)
+    return np.where(_valid(exact), exact, _nct_cdf_normal(x, df, nc))
+
+
+def _nct_sf(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    """P(T > x) for T ~ noncentral t(df, nc): scipy where valid, else the normal approximation."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        exact = np.asarray(stats.nct.sf(x, df, nc), dtype=np.float64)
+    return np.where(_valid(exact), exact, 1.0 - _nct_cdf_normal(x, df, nc))
+
+
+def _valid(p: np.ndarray) -> np.ndarray:
+    return np.isfinite(p) & (p >= 0.0) & (p <= 1.0)
+
+
+def _nct_cdf_normal(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
+    """Normal approximation of the noncentral t's cdf (module docstring)."""
+    z = (x * (1.0 - 1.0 / (4.0 * df)) - nc) / np.sqrt(1.0 + x * x / (2.0 * df))
+    return stats.norm.cdf(z)
 
 
 def seeds_needed(
     delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 10_000
 ) -> int | None:
-    """The smallest n >= 2 whose paired t-test power reaches ``power``; None if none up to max.
+    """The smallest n >= 2 whose paired t-test power reaches ``power``; None if none up to max
+    (an effect too small to detect with ``max_seeds`` seeds, e.g. delta = 0).
 
     The power grows with n, so the answer is bracketed by doubling n and then bisected.
     """

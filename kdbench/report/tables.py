@@ -49,7 +49,7 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 """Metric name -> (label, higher is better). ``iou.<class>`` and ``per_class`` are also metrics."""
 PER_CLASS = "per_class"
-CELL_FORMATS = ("std", "ci", "mean")
+CELL_FORMATS = ("std", "ci", "bootstrap", "mean")
 WHERE_AXES = (*AXES, "seed")
 UNKNOWN = "-"
 """How a run whose record lacks an axis value is labelled."""
@@ -60,10 +60,12 @@ _STATUS_RANK = {"complete": 0, "running": 1}
 class TableSpec:
     """What a table shows (the options of ``kdbench table``).
 
-    ``cell``: "std" (mean ± sample std), "ci" (mean and percentile bootstrap interval with
-    ``resamples`` resamples, level 95%) or "mean". ``delta``: show the Δ sub-column (None: yes
-    for scalar metrics, no for per-class tables). ``where``: (axis, accepted values) filters on
-    the student runs; the baseline is kept whatever the method filter says.
+    ``cell``: "std" (mean ± sample std), "ci" (mean and 95% t interval), "bootstrap" (mean and
+    95% percentile bootstrap interval with ``resamples`` resamples, shown only for cells of at
+    least ``stats.BOOTSTRAP_MIN_N`` values: it under-covers below) or "mean". ``delta``: show
+    the Δ sub-column (None: yes for scalar metrics, no for per-class tables). ``where``: (axis,
+    accepted values) filters on the student runs; the baseline is kept whatever the method
+    filter says.
     """
 
     metric: str = "miou"
@@ -479,7 +481,7 @@ def _phrases(reasons: dict[str, list[str]], noun: str) -> list[str]:
 
 
 def _summarise(cell: Cell, spec: TableSpec) -> None:
-    """Mean, sample std and the bootstrap interval of the cell's values; the empty label."""
+    """Mean, sample std and the interval of the cell's values; the empty label."""
     values = np.fromiter(cell.values.values(), dtype=np.float64, count=cell.n)
     if cell.n == 0:
         cell.empty = ("failed" if cell.failed else "running" if cell.running
@@ -489,6 +491,8 @@ def _summarise(cell: Cell, spec: TableSpec) -> None:
     if cell.n >= 2:
         cell.std = float(values.std(ddof=1))
         if spec.cell == "ci":
+            cell.ci = stats.t_ci(values)
+        elif spec.cell == "bootstrap" and cell.n >= stats.BOOTSTRAP_MIN_N:
             cell.ci = stats.bootstrap_ci(values, resamples=spec.resamples)
 
 

@@ -115,8 +115,11 @@ def caption(table: Table, style: Style) -> str:
     seeds = f"{next(iter(counts))} seeds" if len(counts) == 1 else "the seeds of each column"
     spread = {
         "std": f"mean ± sample std over {seeds}",
-        "ci": f"mean [95% percentile bootstrap interval of the mean, {spec.resamples} resamples, "
-        f"seed {stats.BOOTSTRAP_SEED}] over {seeds}",
+        "ci": f"mean [95% CI of the mean: t interval, mean ± t(0.975, n − 1)·s/sqrt(n)] "
+        f"over {seeds}",
+        "bootstrap": f"mean [95% percentile bootstrap interval of the mean, {spec.resamples} "
+        f"resamples, seed {stats.BOOTSTRAP_SEED}; shown only where n ≥ {stats.BOOTSTRAP_MIN_N}, "
+        f"it under-covers below] over {seeds}",
         "mean": f"mean over {seeds}",
     }[spec.cell]
     title = f"{table.title}: " if table.title else ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from kdbench.data.augment import augment_batch
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
 from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
+from kdbench.train.precision import autocast, check_gradients, check_terms
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -72,11 +72,14 @@ class Models:
     """Whether the trained model reads the x modality (teachers do, students do not)."""
 
 
-def autocast(device: torch.device, enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+def cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
+    """Mean cross-entropy over the labelled pixels of (N, K, H, W) float32 logits.
+
+    The sum over labelled pixels divided by max(count, 1): a batch whose every label is ignored
+    gives 0 with a zero gradient (``F.cross_entropy``'s mean would be 0/0 = NaN).
+    """
+    total = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (label != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def to_device(
@@ -100,8 +103,13 @@ def train_step(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     normals: bool,
-) -> dict[str, float]:
-    """One optimisation step: augment, forward, CE + distillation terms, backward, update."""
+) -> tuple[dict[str, float], bool]:
+    """One optimisation step: augment, forward, CE + distillation terms, backward, update.
+
+    Returns the loss values and whether the fp16 gradient scaler skipped the update. A
+    non-finite loss term or gradient raises
+    :class:`~kdbench.train.precision.NonFiniteError` before the optimizer steps.
+    """
     torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
     generator = torch.Generator(device=data["rgb"].device).manual_seed(derived_seed(seed, step, 3))
     rgb, x, label = augment_batch(
@@ -123,14 +131,24 @@ def train_step(
         logits = F.interpolate(
             out.logits, size=label.shape[-2:], mode="bilinear", align_corners=False
         )
-        terms = {"ce": F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX)}
+        terms = {"ce": cross_entropy(logits.float(), label)}
         terms.update(models.method(out, teacher_out, batch))
         loss = sum(v.float() for v in terms.values())
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    check_terms(values, step)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if scaler.is_enabled():
+        scaler.unscale_(optimizer)  # overflowing fp16 gradients: the scaler skips the step
+    else:
+        named = [(f"model.{n}", p) for n, p in models.model.named_parameters()]
+        named += [(f"method.{n}", p) for n, p in models.method.named_parameters()]
+        check_gradients(named, step)
+    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
     scaler.step(optimizer)
     scaler.update()
-    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+    skipped = scaler.is_enabled() and scaler.get_scale() < scale
+    return {"loss": float(loss.detach()), **values}, skipped
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ from kdbench.train.loop import (
     to_device,
     train_step,
 )
+from kdbench.train.precision import check_weights, grad_scaler
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -257,6 +258,8 @@ class TrainState:
     """Losses of the steps since the last history entry (a resumed curve equals an unbroken one)."""
     sessions: list[dict[str, Any]] = field(default_factory=list)
     """Who trained the run: ``{"host", "pid", "job", "step"}`` per session (one writer each)."""
+    skipped_steps: int = 0
+    """Steps whose update the fp16 gradient scaler skipped (overflowing gradients)."""
 
 
 def _save(
@@ -267,6 +270,7 @@ def _save(
     scaler: torch.amp.GradScaler,
     elapsed: float,
 ) -> None:
+    check_weights(_weights(models), state.step)
     checkpoint.save(
         path,
         {
@@ -343,7 +347,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     train_set, eval_set, models = _build(spec, store, device)
     params = [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
     optimizer = _optimizer(params, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] and device.type == "cuda")
+    scaler = grad_scaler(device, cfg["amp"])
     ckpt_path = store.checkpoint_path(spec.id)
     state = _restore(ckpt_path, models, optimizer, scaler)
 
@@ -365,11 +369,11 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         indices = batch_indices(len(train_set), cfg["batch_size"], spec.seed, step)
         data = to_device(collate(train_set, indices), device, cfg["channels_last"])
         t0 = time.perf_counter()
-        window.append(
-            train_step(
-                models, data, step, total, spec.seed, cfg, optimizer, scaler, device, normals
-            )
+        losses, skipped = train_step(
+            models, data, step, total, spec.seed, cfg, optimizer, scaler, device, normals
         )
+        window.append(losses)
+        state.skipped_steps += skipped
         state.step_time += time.perf_counter() - t0
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
@@ -402,6 +406,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                 state.elapsed + time.perf_counter() - start,
             )
 
+    check_weights(_weights(models), state.step)
     metrics = evaluate_model()
     checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
     write_json_atomic(store.history_path(spec.id), state.history)
@@ -411,6 +416,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "best_val": state.best,
         "resumed_from": state.resumed_from,
         "sessions": state.sessions,
+        "amp": {"mode": cfg["amp"], "skipped_steps": state.skipped_steps},
         "timing": {
             "wall_time_s": state.elapsed + time.perf_counter() - start,
             "step_time_s": state.step_time / max(1, total),
@@ -423,6 +429,14 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "extra_params": models.method.extra_parameters(),
         "env": environment(device),
     }
+
+
+def _weights(models: Models) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of the trained model and its method, by name."""
+    return [
+        *((f"model.{n}", t) for n, t in models.model.state_dict().items()),
+        *((f"method.{n}", t) for n, t in models.method.state_dict().items()),
+    ]
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

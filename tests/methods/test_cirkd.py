@@ -116,6 +116,17 @@ def test_pair_term_zero_when_relations_agree() -> None:
     assert pair_relation_loss(fs, rand(5, 2, 3, 2, 3), 0.1).item() > 1e-3
 
 
+def test_pair_groups_are_the_authors_per_gpu_batches() -> None:
+    """Groups of 2 consecutive images (16 images over 8 GPUs); None relates the whole batch."""
+    fs, ft = rand(11, 5, 3, 2, 2), rand(12, 5, 4, 2, 2)
+    groups = [(0, 2), (2, 4), (4, 5)]
+    want = sum(pair_loop(fs[a:b], ft[a:b], 0.2) for a, b in groups) / len(groups)
+    assert pair_relation_loss(fs, ft, 0.2, group=2).item() == pytest.approx(want, rel=1e-10)
+    full = pair_relation_loss(fs, ft, 0.2, group=None).item()
+    assert full == pytest.approx(pair_loop(fs, ft, 0.2), rel=1e-10)
+    assert pair_relation_loss(fs, ft, 0.2, group=5).item() == pytest.approx(full, rel=1e-12)
+
+
 def test_checkpointed_pair_term_has_the_exact_gradient() -> None:
     fs, ft = rand(6, 2, 3, 2, 2).requires_grad_(), rand(7, 2, 4, 2, 2)
     assert torch.autograd.gradcheck(lambda x: pair_relation_loss(x, ft, 0.5), (fs,))
@@ -126,6 +137,23 @@ def test_memory_term_matches_float64_loop() -> None:
     s, t, v = (torch.nn.functional.normalize(x, dim=1) for x in (s, t, v))
     got = memory_relation_loss(s, t, v, 0.1).item()
     assert got == pytest.approx(memory_loop(s.tolist(), t.tolist(), v.tolist(), 0.1), rel=1e-10)
+
+
+def test_memory_term_in_chunks_has_the_same_value_and_gradient(monkeypatch) -> None:  # noqa: ANN001
+    import methods.cirkd as cirkd
+
+    s, t, v = rand(13, 11, 4), rand(14, 11, 4), rand(15, 6, 4)
+    s, t, v = (torch.nn.functional.normalize(x, dim=1) for x in (s, t, v))
+    s.requires_grad_(True)
+    whole = memory_relation_loss(s, t, v, 0.1)
+    (grad_whole,) = torch.autograd.grad(whole, s)
+    monkeypatch.setattr(cirkd, "ANCHOR_CHUNK", 3)  # 11 anchors: chunks of 3, 3, 3, 2
+    chunked = memory_relation_loss(s, t, v, 0.1)
+    (grad_chunked,) = torch.autograd.grad(chunked, s)
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-12)
+    torch.testing.assert_close(grad_chunked, grad_whole)
+    want = memory_loop(s.tolist(), t.tolist(), v.tolist(), 0.1)
+    assert chunked.item() == pytest.approx(want, rel=1e-10)
 
 
 def test_push_is_a_fifo_ring_per_class() -> None:
@@ -176,7 +204,7 @@ def test_method_terms_match_loops_with_the_queue_before_the_call() -> None:
     s, t = outputs(STUDENT, 20), outputs(TEACHER, 30)
     label = labels(13)
     out = method(s, t, batch(label))
-    small = label[:, ::4, ::4]  # nearest 16x16 -> 4x4
+    small = label[:, 2::4, 2::4]  # nearest-exact 16x16 -> 4x4: the pixel under each centre
     valid = small != IGNORE_INDEX
     fs, ft = s.decoder.detach(), t.decoder.detach()
     assert out["cirkd_pair"].item() == pytest.approx(pair_loop(fs, ft, 0.1), rel=1e-10)
@@ -282,8 +310,11 @@ def test_options_and_errors() -> None:
         0.1,
         0.1,
     )
+    assert options["pair_group"] == 2
     with pytest.raises(KdbenchError, match="pixel_memory"):
         CIRKD(STUDENT, TEACHER, pixel_memory=0)
+    with pytest.raises(KdbenchError, match="pair_group"):
+        CIRKD(STUDENT, TEACHER, pair_group=0)
     with pytest.raises(KdbenchError, match="tau"):
         CIRKD(STUDENT, TEACHER, tau=0.0, **SMALL)
     with pytest.raises(KdbenchError, match="feature"):

@@ -129,3 +129,21 @@ def test_linear_cka_never_builds_an_n_by_n_matrix() -> None:
         value = linear_cka(x, y)
     value.backward()
     assert 0 < largest[0] <= n * 2 * d
+
+
+@pytest.mark.parametrize(("r", "d1"), [(4, 7), (9, 3)])
+def test_factored_linear_cka_equals_linear_cka_of_the_product(r: int, d1: int) -> None:
+    """CKA(A·V, Y) without forming A·V: same value and same gradients as on the product."""
+    from methods.arfd import factored_linear_cka
+
+    g = torch.Generator().manual_seed(r)
+    a = torch.rand(50, r, generator=g, dtype=torch.float64).requires_grad_()
+    v = (10 * torch.randn(r, d1, generator=g, dtype=torch.float64)).requires_grad_()
+    y = torch.randn(50, 6, generator=g, dtype=torch.float64) + 3
+    got = factored_linear_cka(a, v, y)
+    want = linear_cka(a @ v, y)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    grads = torch.autograd.grad(got, (a, v))
+    want_grads = torch.autograd.grad(want, (a, v))
+    for g1, g2 in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)

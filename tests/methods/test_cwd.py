@@ -82,7 +82,13 @@ def test_cwd_loss_matches_float64_loop(tau: float) -> None:
 
 
 def test_method_defaults_are_logits_tau_4_weight_3() -> None:
-    assert method_options(CWD) == {"tau": 4.0, "weight": 3.0, "on": "logits", "stages": (-1,)}
+    assert method_options(CWD) == {
+        "tau": 4.0,
+        "weight": 3.0,
+        "feature": "logits",
+        "stages": (-1,),
+        "channels": "compared",
+    }
     gen = torch.Generator().manual_seed(2)
     s, t = random_outputs(STUDENT, gen), random_outputs(TEACHER, gen)
     method = CWD(STUDENT, TEACHER)
@@ -122,7 +128,7 @@ def test_teacher_logits_are_resized_to_the_student_size() -> None:
 def test_decoder_features_go_through_a_1x1_adapter_to_the_teacher_channels() -> None:
     gen = torch.Generator().manual_seed(10)
     s, t = random_outputs(STUDENT, gen), random_outputs(TEACHER, gen)
-    method = CWD(STUDENT, TEACHER, on="decoder", tau=2.0, weight=1.5).double()
+    method = CWD(STUDENT, TEACHER, feature="decoder", tau=2.0, weight=1.5).double()
     (adapter,) = method.adapters
     assert isinstance(adapter, nn.Conv2d) and adapter.bias is None
     assert method.taps == ("decoder",) and method.extra_parameters() == 5 * 7
@@ -136,7 +142,7 @@ def test_student_features_are_resized_to_the_teacher_size() -> None:
     gen = torch.Generator().manual_seed(11)
     s, t = random_outputs(TEACHER, gen, size=32), random_outputs(TEACHER, gen)
     s.decoder = t.decoder.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-    method = CWD(TEACHER, TEACHER, on="decoder")
+    method = CWD(TEACHER, TEACHER, feature="decoder")
     assert method.extra_parameters() == 0
     assert abs(method(s, t, batch(size=32))["cwd"].item()) < 1e-12
 
@@ -145,7 +151,7 @@ def test_stages_are_summed_and_gradients_reach_student_and_adapters() -> None:
     gen = torch.Generator().manual_seed(12)
     s, t = random_outputs(STUDENT, gen), random_outputs(TEACHER, gen)
     s.stages = tuple(f.requires_grad_(True) for f in s.stages)
-    method = CWD(STUDENT, TEACHER, on="stages", stages=(-2, -1), weight=1.0).double()
+    method = CWD(STUDENT, TEACHER, feature="stages", stages=(-2, -1), weight=1.0).double()
     loss = method(s, t, batch())["cwd"]
     with torch.no_grad():
         per_stage = [
@@ -160,21 +166,25 @@ def test_stages_are_summed_and_gradients_reach_student_and_adapters() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"on": "pixels"}, {"on": "stages", "stages": (2,)}, {"on": "stages", "stages": (-1, 1)}],
+    [
+        {"feature": "pixels"},
+        {"feature": "stages", "stages": (2,)},
+        {"feature": "stages", "stages": (-1, 1)},
+    ],
 )
 def test_bad_options_raise_a_kdbench_error(options: dict) -> None:
     with pytest.raises(KdbenchError, match="cwd"):
         CWD(STUDENT, TEACHER, **options)
 
 
-@pytest.mark.parametrize("on", ["logits", "decoder", "stages"])
-def test_finite_values_and_gradients_for_huge_inputs(on: str) -> None:
+@pytest.mark.parametrize("feature", ["logits", "decoder", "stages"])
+def test_finite_values_and_gradients_for_huge_inputs(feature: str) -> None:
     gen = torch.Generator().manual_seed(13)
     s = random_outputs(STUDENT, gen, scale=1e4)
     t = random_outputs(TEACHER, gen, scale=1e4)
     for f in (s.logits, s.decoder, *s.stages):
         f.requires_grad_(True)
-    method = CWD(STUDENT, TEACHER, on=on).double()
+    method = CWD(STUDENT, TEACHER, feature=feature).double()
     loss = method(s, t, batch())["cwd"]
     loss.backward()
     assert torch.isfinite(loss)
@@ -185,3 +195,30 @@ def test_finite_values_and_gradients_for_huge_inputs(on: str) -> None:
 
 def test_registered() -> None:
     assert METHODS.get("cwd") is CWD
+
+
+@pytest.mark.parametrize("key", ["on", True])
+def test_the_old_option_name_is_refused_with_the_new_one(key: object) -> None:
+    """``on: stages`` in YAML arrives as the key True; both spellings name ``feature``."""
+    from kdbench.errors import KdbenchError
+    from kdbench.method import build_method
+
+    with pytest.raises(KdbenchError, match="'on' is now called 'feature'"):
+        build_method([("cwd", {key: "stages"})], STUDENT, TEACHER)
+
+
+def test_cirkd_channel_normaliser_is_one_option_away() -> None:
+    """``channels: student`` divides the adapted (C_T = 7) sum by N·C_S (C_S = 5), as CIRKD."""
+    gen = torch.Generator().manual_seed(14)
+    s, t = random_outputs(STUDENT, gen), random_outputs(TEACHER, gen)
+    torch.manual_seed(0)
+    compared = CWD(STUDENT, TEACHER, feature="decoder").double()
+    cirkd = CWD(STUDENT, TEACHER, feature="decoder", channels="student").double()
+    cirkd.load_state_dict(compared.state_dict())
+    (adapter,) = compared.adapters
+    adapted = torch.einsum("tc,nchw->nthw", adapter.weight[:, :, 0, 0], s.decoder)
+    n, c_t = adapted.shape[:2]
+    want = 3.0 * cwd_loop(adapted, t.decoder, 4.0) * (n * c_t) / (n * STUDENT.decoder_channels)
+    assert cirkd(s, t, batch())["cwd"].item() == pytest.approx(want, rel=1e-10)
+    logits = CWD(STUDENT, TEACHER, channels="student")(s, t, batch())["cwd"]
+    assert logits.item() == pytest.approx(CWD(STUDENT, TEACHER)(s, t, batch())["cwd"].item())

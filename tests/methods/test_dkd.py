@@ -154,9 +154,7 @@ def test_all_ignored_batch_gives_a_connected_zero() -> None:
     assert zs.grad is not None and torch.equal(zs.grad, torch.zeros_like(zs))
 
 
-@pytest.mark.parametrize(
-    ("options", "classes"), [({"tau": 0.0}, K), ({"warmup": 1.0}, K), ({}, 1)]
-)
+@pytest.mark.parametrize(("options", "classes"), [({"tau": 0.0}, K), ({"warmup": 1.0}, K), ({}, 1)])
 def test_bad_options_raise(options: dict, classes: int) -> None:
     with pytest.raises(KdbenchError, match="dkd"):
         DKD(tap_info(classes), tap_info(classes), **options)

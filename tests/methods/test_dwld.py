@@ -6,12 +6,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdbench.errors import KdbenchError
-from kdbench.method import IGNORE_INDEX
+from kdbench.method import IGNORE_INDEX, Batch
 from methods.dkd import DKD, align_logits, decoupled_loss, tckd_nckd
-from methods.dwld import DWLD, confidence_features
+from methods.dwld import DWLD, confidence_features, reversal_strength
 from methods.kd import KD
 from tests.methods.test_dkd import K, batch_for, logits_only, random_case, tap_info
 
@@ -62,24 +63,36 @@ def test_untrained_controller_starts_at_dkd() -> None:
     )
 
 
-def test_weights_average_to_alpha_and_beta_and_vary_across_pixels() -> None:
+def weights_of(
+    dwld: DWLD, zs: torch.Tensor, zt: torch.Tensor, label: torch.Tensor, progress: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(w^T, w^N, valid) that ``dwld`` gives the pixels of one batch."""
+    s, t, target, valid = align_logits(zs, zt, label)
+    log_ps = F.log_softmax(s / dwld.tau, dim=1)
+    log_pt = F.log_softmax(t / dwld.tau, dim=1)
+    w_t, w_n = dwld.pixel_weights(log_ps, log_pt, target, progress)
+    return w_t, w_n, valid
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.5, 0.9])
+def test_weights_stay_within_bounds_and_vary_across_pixels(spread: float) -> None:
     zs, zt, label = float32_case(3)
-    dwld = DWLD(tap_info(), tap_info(), alpha=2.0, beta=5.0)
+    dwld = DWLD(tap_info(), tap_info(), alpha=2.0, beta=5.0, spread=spread)
     randomise_controller(dwld)
-    zs, zt, target, valid = align_logits(zs, zt, label)
-    _, _, pt_target = tckd_nckd(zs, zt, target, dwld.tau)
-    w_target, w_nontarget = dwld.pixel_weights(zs, zt, target, valid, pt_target)
-    assert isinstance(w_target, torch.Tensor) and isinstance(w_nontarget, torch.Tensor)
-    assert w_target[valid].mean().item() == pytest.approx(2.0, rel=1e-5)
-    assert w_nontarget[valid].mean().item() == pytest.approx(5.0, rel=1e-5)
-    assert w_target[valid].std().item() > 1e-3 and w_nontarget[valid].std().item() > 1e-3
+    w_t, w_n, valid = weights_of(dwld, zs, zt, label)
+    assert (w_t[valid].std().item() > 1e-3) == (w_n[valid].std().item() > 1e-3) == (spread > 0)
+    with torch.no_grad():  # push the raw outputs far into tanh's saturation
+        dwld.controller[-1].weight.mul_(1e3)
+    w_t, w_n, valid = weights_of(dwld, zs, zt, label)
+    for w, base in ((w_t, 2.0), (w_n, 5.0)):
+        assert w.min() >= (1 - spread) * base and w.max() <= (1 + spread) * base
 
 
 def test_confidence_features_match_a_per_pixel_loop() -> None:
     zs, zt, label = random_case(4)
     target = label.clamp_max(K - 1)
-    u = confidence_features(zs, zt, target, tau=2.0)
-    assert u.shape == (2, 5, 3, 4)
+    u = confidence_features(F.log_softmax(zs / 2.0, 1), F.log_softmax(zt / 2.0, 1), target)
+    assert u.shape == (2, 3, 4, 5)
     for i, y, x in [(0, 0, 3), (1, 2, 1)]:
         t = int(target[i, y, x])
         ps = [math.exp(v / 2.0) for v in zs[i, :, y, x].tolist()]
@@ -87,35 +100,124 @@ def test_confidence_features_match_a_per_pixel_loop() -> None:
         ps, pt = [v / sum(ps) for v in ps], [v / sum(pt) for v in pt]
         entropy = [-sum(p * math.log(p) for p in dist) / math.log(K) for dist in (ps, pt)]
         want = [ps[t], pt[t], max(ps), *entropy]
-        assert u[i, :, y, x].tolist() == pytest.approx(want, rel=1e-5)
+        assert u[i, y, x].tolist() == pytest.approx(want, rel=1e-5)
 
 
-def test_controller_is_trained_but_its_input_carries_no_gradient() -> None:
+@pytest.mark.parametrize("controller", ["adversarial", "cooperative"])
+def test_controller_is_trained_but_its_input_carries_no_gradient(controller: str) -> None:
     zs, zt, label = float32_case(5)
-    dwld = DWLD(tap_info(), tap_info(), warmup=0.0)
+    dwld = DWLD(tap_info(), tap_info(), warmup=0.0, controller=controller)
     randomise_controller(dwld, seed=1)
     zs.requires_grad_(True)
-    dwld(logits_only(zs), logits_only(zt), batch_for(label))["dwld"].backward()
+    dwld(logits_only(zs), logits_only(zt), batch_for(label, progress=0.5))["dwld"].backward()
     assert dwld.controller is not None
     for name, p in dwld.controller.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    # Same student gradient as with the weights frozen: u_p is detached.
+    # Same student gradient as with the weights held constant: u_p is detached.
     zs_ref = zs.detach().clone().requires_grad_(True)
-    s, t, target, valid = align_logits(zs_ref, zt, label)
-    tckd, nckd, pt_target = tckd_nckd(s, t, target, dwld.tau)
-    w_t, w_n = dwld.pixel_weights(s, t, target, valid, pt_target)
-    assert isinstance(w_t, torch.Tensor) and isinstance(w_n, torch.Tensor)
+    w_t, w_n, valid = weights_of(dwld, zs_ref, zt, label, progress=0.5)
+    s, t, target, _ = align_logits(zs_ref, zt, label)
+    tckd, nckd, _ = tckd_nckd(s, t, target, dwld.tau)
     decoupled_loss(tckd, nckd, w_t.detach(), w_n.detach(), valid, dwld.tau).backward()
     torch.testing.assert_close(zs.grad, zs_ref.grad)
 
 
+@pytest.mark.parametrize("progress", [0.0, 0.25, 0.5, 1.0])
+def test_adversarial_gradient_is_the_reversed_cooperative_one(progress: float) -> None:
+    """Controller gradients: adversarial = −λ(progress) · cooperative, λ = (1 − cos πp)/2."""
+    zs, zt, label = float32_case(8)
+    grads = {}
+    for controller in ("adversarial", "cooperative"):
+        dwld = DWLD(tap_info(), tap_info(), warmup=0.0, controller=controller)
+        randomise_controller(dwld, seed=2)
+        dwld(logits_only(zs), logits_only(zt), batch_for(label, progress))["dwld"].backward()
+        grads[controller] = [p.grad.clone() for p in dwld.parameters()]
+    strength = (1 - math.cos(math.pi * progress)) / 2
+    assert reversal_strength(progress) == pytest.approx(strength)
+    for adv, coop in zip(grads["adversarial"], grads["cooperative"], strict=True):
+        torch.testing.assert_close(adv, -strength * coop)
+        assert coop.abs().sum() > 0
+
+
+def test_adversarial_controller_raises_the_loss_cooperative_lowers_it() -> None:
+    """A few plain gradient steps on the controller alone move the loss the advertised way."""
+    zs, zt, label = float32_case(9)
+    batch = batch_for(label, progress=1.0)
+    for controller, sign in (("adversarial", 1), ("cooperative", -1)):
+        dwld = DWLD(tap_info(), tap_info(), warmup=0.0, controller=controller)
+        randomise_controller(dwld, seed=3)
+        dwld.controller[-1].weight.data.mul_(0.1)
+        start = dwld(logits_only(zs), logits_only(zt), batch)["dwld"].item()
+        optimizer = torch.optim.SGD(dwld.parameters(), lr=0.05)
+        for _ in range(20):
+            optimizer.zero_grad()
+            dwld(logits_only(zs), logits_only(zt), batch)["dwld"].backward()
+            optimizer.step()
+        end = dwld(logits_only(zs), logits_only(zt), batch)["dwld"].item()
+        assert sign * (end - start) > 0, (controller, start, end)
+
+
+def test_frozen_controller_is_exactly_dkd_and_not_trainable() -> None:
+    zs, zt, label = float32_case(10)
+    dwld = DWLD(tap_info(), tap_info(), controller="frozen", warmup=0.0)
+    dkd = DKD(tap_info(), tap_info(), warmup=0.0)
+    batch = batch_for(label)
+    assert dwld.extra_parameters() == 0
+    assert all(not p.requires_grad for p in dwld.parameters())
+    got = dwld(logits_only(zs), logits_only(zt), batch)["dwld"]
+    assert torch.equal(got, dkd(logits_only(zs), logits_only(zt), batch)["dkd"])
+
+
+@pytest.mark.parametrize("controller", ["adversarial", "cooperative", "frozen"])
+def test_thousand_sgd_steps_keep_weights_bounded_and_loss_finite(controller: str) -> None:
+    """1,000 steps of the suites' SGD (lr 0.02, momentum 0.9, weight decay 5e-4) on fixed logits:
+    every weight stays within [(1 − ρ)α, (1 + ρ)α] (resp. β) and the loss stays finite."""
+    g = torch.Generator().manual_seed(11)
+    zs = torch.randn(2, K, 8, 8, generator=g) * 3
+    zt = torch.randn(2, K, 8, 8, generator=g) * 3
+    label = torch.randint(0, K, (2, 8, 8), generator=g)
+    dwld = DWLD(tap_info(), tap_info(), controller=controller)
+    params = [p for p in dwld.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params or [torch.zeros(1, requires_grad=True)], lr=0.02, momentum=0.9, weight_decay=5e-4
+    )
+    steps = 1000
+    for step in range(steps):
+        batch = Batch(torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8), label, step, steps)
+        loss = dwld(logits_only(zs), logits_only(zt), batch)["dwld"]
+        assert torch.isfinite(loss), step
+        if loss.requires_grad:  # a frozen controller has nothing to train
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if step % 100 == 99:
+            w_t, w_n, _ = weights_of(dwld, zs, zt, label, step / steps)
+            assert 0.5 <= w_t.min() and w_t.max() <= 1.5, (step, w_t.min(), w_t.max())
+            assert 4.0 <= w_n.min() and w_n.max() <= 12.0, (step, w_n.min(), w_n.max())
+            assert torch.isfinite(w_t).all() and torch.isfinite(w_n).all()
+    if controller == "frozen":
+        assert torch.equal(w_t, torch.ones_like(w_t)) and torch.equal(w_n, 8 * torch.ones_like(w_n))
+
+
+def test_float64_model_and_method() -> None:
+    """A float64 student, teacher and method: the controller runs in float64, no dtype clash."""
+    zs, zt, label = random_case(12)  # float64
+    dwld = DWLD(tap_info(), tap_info(), warmup=0.0).double()
+    randomise_controller(dwld)
+    zs.requires_grad_(True)
+    loss = dwld(logits_only(zs), logits_only(zt), batch_for(label, 0.5))["dwld"]
+    assert loss.dtype == torch.float64
+    loss.backward()
+    assert zs.grad is not None and torch.isfinite(zs.grad).all()
+
+
 def test_untrained_controller_still_receives_gradient() -> None:
     zs, zt, label = float32_case(6)
-    dwld = DWLD(tap_info(), tap_info(), warmup=0.0)
+    dwld = DWLD(tap_info(), tap_info(), warmup=0.0, controller="cooperative")
     dwld(logits_only(zs), logits_only(zt), batch_for(label))["dwld"].backward()
     assert dwld.controller is not None
     last = dwld.controller[-1]
-    assert isinstance(last, nn.Conv2d) and last.weight.grad is not None
+    assert isinstance(last, nn.Linear) and last.weight.grad is not None
     assert last.weight.grad.abs().sum() > 0
 
 
@@ -123,10 +225,10 @@ def test_untrained_controller_still_receives_gradient() -> None:
 def test_layers_and_hidden_shape_the_controller(layers: int, hidden: int) -> None:
     dwld = DWLD(tap_info(), tap_info(), layers=layers, hidden=hidden)
     assert dwld.controller is not None
-    convs = [m for m in dwld.controller if isinstance(m, nn.Conv2d)]
-    assert len(convs) == layers
-    assert [c.out_channels for c in convs] == [hidden] * (layers - 1) + [2]
-    assert convs[0].in_channels == 5
+    linears = [m for m in dwld.controller if isinstance(m, nn.Linear)]
+    assert len(linears) == layers
+    assert [c.out_features for c in linears] == [hidden] * (layers - 1) + [2]
+    assert linears[0].in_features == 5
 
 
 @pytest.mark.parametrize("weights", ["mlp", "constant", "kd"])
@@ -139,7 +241,7 @@ def test_finite_loss_and_gradients(weights: str, case: str) -> None:
     label = torch.randint(0, K if case == "extreme" else 2, (2, 3, 4), generator=g)
     if case == "all_ignored":
         label.fill_(IGNORE_INDEX)
-    dwld = DWLD(tap_info(), tap_info(), weights=weights, warmup=0.0)
+    dwld = DWLD(tap_info(), tap_info(), weights=weights, warmup=0.0, controller="cooperative")
     if weights == "mlp":
         randomise_controller(dwld)
     loss = dwld(logits_only(zs), logits_only(zt), batch_for(label))["dwld"]

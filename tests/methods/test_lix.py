@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -34,17 +36,31 @@ def test_registered_names() -> None:
         assert name in METHODS
 
 
-def test_options_are_the_prefixed_options_of_both_halves() -> None:
-    want = {"lambda_l": 1.0, "lambda_f": 1.0}
-    for prefix, cls in (("dwld", DWLD), ("arfd", ARFD)):
-        for key, default in method_options(cls).items():
-            if key != "weight":
-                want[f"{prefix}_{key}"] = default
-    assert method_options(LIX) == want
+def test_options_nest_exactly_the_options_of_both_halves() -> None:
+    resolved = LIX.resolve_options({})
+    assert resolved == {
+        "lambda_l": 1.0,
+        "lambda_f": 1.0,
+        "dwld": DWLD.resolve_options({}),
+        "arfd": ARFD.resolve_options({}),
+    }
+    assert set(resolved["dwld"]) == set(method_options(DWLD))
+    assert set(resolved["arfd"]) == set(method_options(ARFD))
+    assert resolved["dwld"]["controller"] == "adversarial" and resolved["arfd"]["stages"] == [
+        -2,
+        -1,
+    ]
+    json.dumps(resolved)  # JSON-able, for the run id
+    given = LIX.resolve_options({"dwld": {"layers": 3}, "arfd": {"kernel": "gaussian"}})
+    assert given["dwld"]["layers"] == 3 and given["dwld"]["tau"] == 4.0
+    assert given["arfd"]["kernel"] == "gaussian" and given["arfd"]["anchors"] == 64
 
 
 def test_terms_are_the_weighted_halves() -> None:
-    options = {"dwld_layers": 3, "dwld_tau": 2.0, "arfd_kernel": "gaussian", "arfd_anchors": 5}
+    options = {
+        "dwld": {"layers": 3, "tau": 2.0, "weight": 2.0},
+        "arfd": {"kernel": "gaussian", "anchors": 5},
+    }
     student, teacher = stage_outputs(STUDENT, 4, seed=0), stage_outputs(TEACHER, 8, seed=1)
     batch = labelled_batch(2)
     torch.manual_seed(3)
@@ -56,18 +72,34 @@ def test_terms_are_the_weighted_halves() -> None:
     dwld = DWLD(STUDENT, TEACHER, layers=3, tau=2.0)
     arfd = ARFD(STUDENT, TEACHER, kernel="gaussian", anchors=5)
     randomise_controller(dwld)
-    torch.testing.assert_close(out["dwld"], 0.5 * dwld(student, teacher, batch)["dwld"])
+    torch.testing.assert_close(out["dwld"], 0.5 * 2.0 * dwld(student, teacher, batch)["dwld"])
     torch.testing.assert_close(out["arfd"], 2.0 * arfd(student, teacher, batch)["arfd"])
 
 
-def test_unknown_option_is_a_user_error() -> None:
-    with pytest.raises(KdbenchError, match="dwld_layer"):
-        build_method([("lix", {"dwld_layer": 3})], STUDENT, TEACHER)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dwld_layers": 3}, "unknown option 'dwld_layers'"),
+        ({"dwld": {"layer": 3}}, "option 'dwld'.*unknown option 'layer'"),
+        ({"arfd": {"kernal": "gaussian"}}, "option 'arfd'.*unknown option 'kernal'"),
+        ({"dwld": 3}, "option 'dwld' must be a mapping"),
+    ],
+)
+def test_unknown_option_is_a_user_error(options: dict, message: str) -> None:
+    with pytest.raises(KdbenchError, match=message):
+        build_method([("lix", options)], STUDENT, TEACHER)
+
+
+def test_bad_values_of_a_half_are_user_errors() -> None:
+    with pytest.raises(KdbenchError, match="spread"):
+        build_method([("lix", {"dwld": {"spread": 1.5}})], STUDENT, TEACHER)
 
 
 def test_gradients_reach_every_learnable_part_and_the_student() -> None:
     torch.manual_seed(4)
-    method = build_method([("lix", {"arfd_anchors": 6})], STUDENT, TEACHER)
+    method = build_method(
+        [("lix", {"arfd": {"anchors": 6}, "dwld": {"controller": "cooperative"}})], STUDENT, TEACHER
+    )
     lix = method.terms["lix"]
     assert isinstance(lix, LIX)
     randomise_controller(lix.dwld)

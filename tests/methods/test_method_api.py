@@ -152,8 +152,8 @@ def test_check_choice_accepts_every_choice_and_lists_them_in_order() -> None:
             "method 'cirkd': option 'feature' must be 'decoder' or 'stages', got 'logits'",
         ),
         (
-            lambda: CWD(STUDENT, TEACHER, on="stage"),
-            "method 'cwd': option 'on' must be 'logits', 'decoder' or 'stages', got 'stage'",
+            lambda: CWD(STUDENT, TEACHER, feature="stage"),
+            "method 'cwd': option 'feature' must be 'logits', 'decoder' or 'stages', got 'stage'",
         ),
     ],
 )
@@ -167,11 +167,31 @@ def test_the_methods_choice_errors_name_the_option_and_its_choices(build, messag
     "build",
     [
         lambda: CIRKD(STUDENT, TEACHER, stages=(9,), pixel_memory=4, region_memory=4),
-        lambda: CWD(STUDENT, TEACHER, on="decoder", stages=(9,)),
-        lambda: CWD(STUDENT, TEACHER, on="logits", stages=(9,)),
+        lambda: CWD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
+        lambda: CWD(STUDENT, TEACHER, feature="logits", stages=(9,)),
         lambda: SKD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
         lambda: IFVD(STUDENT, TEACHER, feature="decoder", stages=(9,)),
     ],
 )
 def test_feature_methods_ignore_stages_unless_they_distil_stages(build) -> None:
     assert build().stages == ()
+
+
+def test_labels_are_resized_nearest_exact() -> None:
+    """Each output pixel takes the label under its centre: 4x4 -> 2x2 reads rows/cols 1 and 3."""
+    from kdbench.method import resize_labels
+
+    label = torch.arange(32).reshape(2, 4, 4)
+    assert torch.equal(resize_labels(label, (2, 2)), label[:, 1::2, 1::2])
+
+
+def test_resolve_options_fills_defaults_and_refuses_unknown_keys() -> None:
+    from kdbench.errors import KdbenchError
+    from kdbench.method import method_options
+    from methods.arfd import ARFD
+
+    resolved = ARFD.resolve_options({"kernel": "gaussian"})
+    assert resolved["kernel"] == "gaussian" and resolved["stages"] == [-2, -1]
+    assert set(resolved) == set(method_options(ARFD))
+    with pytest.raises(KdbenchError, match="method 'arfd': unknown option 'kernal'"):
+        ARFD.resolve_options({"kernal": "gaussian"})

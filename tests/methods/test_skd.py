@@ -139,6 +139,11 @@ def test_method_sums_weighted_pair_and_pixel_terms() -> None:
     assert out["skd_pair"].item() == pytest.approx(2.0 * expected_pair, rel=1e-7)
     expected_pixel = kl_loop(s.logits.detach(), t.logits.detach())
     assert out["skd_pixel"].item() == pytest.approx(3.0 * expected_pixel, rel=1e-9)
+    authors = SKD(STUDENT, TEACHER, pixel_weight=3.0, pixel_reduction="image_sum")
+    n = s.logits.shape[0]  # the authors divide the sum over all pixels by h·w only
+    assert authors(s, t, batch(label))["skd_pixel"].item() == pytest.approx(
+        3.0 * n * expected_pixel, rel=1e-9
+    )
 
 
 def test_stage_selection_sums_and_decoder_feature_option() -> None:
@@ -182,6 +187,7 @@ def test_options_and_errors() -> None:
         "pool": "max2",
         "stages": (-1,),
         "feature": "stages",
+        "pixel_reduction": "mean",
     }
     with pytest.raises(KdbenchError, match="pool"):
         SKD(STUDENT, TEACHER, pool="avg")  # type: ignore[arg-type]

@@ -179,10 +179,20 @@ def test_running_runs_are_labelled(tmp_path: Path) -> None:
     assert cell.empty == "running" and cell.running == 2
 
 
-def test_ci_cells_are_the_seeded_bootstrap_interval(results: Path) -> None:
-    cell = _cell(_table(results, cell="ci", resamples=2000), "kd", KITTI_COL)
-    assert cell.ci == stats.bootstrap_ci(KITTI["kd"], resamples=2000)
+def test_ci_cells_are_the_t_interval(results: Path) -> None:
+    cell = _cell(_table(results, cell="ci"), "kd", KITTI_COL)
+    assert cell.ci == stats.t_ci(KITTI["kd"])
     assert cell.ci[0] <= cell.mean <= cell.ci[1]
+
+
+def test_bootstrap_cells_only_from_twenty_seeds(results: Path, tmp_path: Path) -> None:
+    few = _cell(_table(results, cell="bootstrap", resamples=2000), "kd", KITTI_COL)
+    assert few.n < stats.BOOTSTRAP_MIN_N and few.ci is None
+    values = [70.0 + 0.1 * s for s in range(20)]
+    recs = [record("none", s, v) for s, v in enumerate(values)]
+    recs += [record("kd", s, v + 1) for s, v in enumerate(values)]
+    many = _cell(_table(write(tmp_path, recs), cell="bootstrap", resamples=2000), "kd", KITTI_COL)
+    assert many.ci == stats.bootstrap_ci([v + 1 for v in values], resamples=2000)
 
 
 def test_per_class_tables_one_per_column_with_classes_as_columns(
