@@ -184,7 +184,8 @@ class FolderDataset(Dataset, ABC):
     - ``split``: "train" or "eval" (each subclass documents its fixed split);
     - ``root``: the data set's folder; default ``$KDBENCH_DATA/<folder>``;
     - ``modality``: one of :data:`~kdbench.data.geometry.MODALITY_CHANNELS`;
-    - ``size``: (H, W) to resize every sample to (module docstring), or None for native size;
+    - ``size``: (H, W) to resize every sample's input to (module docstring), or None for native
+      size; the eval split's labels stay at native size (:mod:`kdbench.train.evaluation`);
     - ``max_depth``: metres, the saturation of the ``depth`` modality.
 
     Subclasses set ``folder``, ``layout`` (the expected path pattern, relative to the root),
@@ -243,10 +244,15 @@ class FolderDataset(Dataset, ABC):
         """The decoded sample ``index`` at its native size."""
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        frame = self.frame(index)
+        """The item at the ``size`` option (native if None); the eval split keeps its label at
+        the native resolution, where the evaluation protocol scores it."""
+        frame = native = self.frame(index)
         if self.size is not None:
             frame = resize_frame(frame, self.size)
-        return encode_frame(frame, self.modality, self.max_depth)
+        item = encode_frame(frame, self.modality, self.max_depth)
+        if self.split == "eval":
+            item["label"] = torch.from_numpy(np.ascontiguousarray(native.label, dtype=np.int64))
+        return item
 
     # --- errors and paths
 

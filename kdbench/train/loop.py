@@ -1,7 +1,8 @@
-"""The training step, the data order and the evaluation of one run.
+"""The training step and the data order of one run (evaluation: :mod:`kdbench.train.evaluation`).
 
 Determinism without saved RNG streams: every source of randomness is re-seeded from
-``(seed, step)`` (the batch order of an epoch from ``(seed, epoch)``), so a run resumed from a
+``(seed, step)`` (the batch order of an epoch from ``(seed, epoch)``, each sample's augmentation
+from ``(seed, step, slot)``: :mod:`kdbench.train.pipeline`), so a run resumed from a
 checkpoint at step s draws exactly what the uninterrupted run drew from step s on, and the same
 config and seed give the same metrics twice on the CPU.
 """
@@ -9,7 +10,6 @@ config and seed give the same metrics twice on the CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from kdbench.data.augment import augment_batch
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
-from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -42,11 +39,6 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
     epoch, position = divmod(step, per_epoch)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 1)))
     return order[position * batch_size : (position + 1) * batch_size]
-
-
-def collate(dataset: Dataset, indices: Tensor) -> dict[str, Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]) for key in ("rgb", "x", "label")}
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
@@ -70,6 +62,8 @@ class Models:
     teacher: nn.Module | None
     uses_x: bool
     """Whether the trained model reads the x modality (teachers do, students do not)."""
+    aux_weight: float = 0.0
+    """Weight of the auxiliary head's cross-entropy (head option ``aux``)."""
 
 
 def autocast(device: torch.device, enabled: bool) -> Any:
@@ -99,20 +93,11 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
-    normals: bool,
 ) -> dict[str, float]:
-    """One optimisation step: augment, forward, CE + distillation terms, backward, update."""
+    """One optimisation step on an augmented batch: forward, CE (+ the auxiliary head's CE) +
+    distillation terms, backward, update."""
     torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
-    generator = torch.Generator(device=data["rgb"].device).manual_seed(derived_seed(seed, step, 3))
-    rgb, x, label = augment_batch(
-        data["rgb"],
-        data["x"],
-        data["label"],
-        generator,
-        flip=train["flip"],
-        scale=tuple(train["scale"]),
-        normals=normals,
-    )
+    rgb, x, label = data["rgb"], data["x"], data["label"]
     batch = Batch(rgb=rgb, x=x, label=label, step=step, total_steps=total_steps)
     with autocast(device, train["amp"]):
         out = models.model(rgb, x if models.uses_x else None)
@@ -124,6 +109,13 @@ def train_step(
             out.logits, size=label.shape[-2:], mode="bilinear", align_corners=False
         )
         terms = {"ce": F.cross_entropy(logits.float(), label, ignore_index=IGNORE_INDEX)}
+        if out.aux is not None and models.aux_weight > 0:
+            aux = F.interpolate(
+                out.aux, size=label.shape[-2:], mode="bilinear", align_corners=False
+            )
+            terms["aux"] = models.aux_weight * F.cross_entropy(
+                aux.float(), label, ignore_index=IGNORE_INDEX
+            )
         terms.update(models.method(out, teacher_out, batch))
         loss = sum(v.float() for v in terms.values())
     optimizer.zero_grad(set_to_none=True)
@@ -131,34 +123,3 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    uses_x: bool,
-    batch_size: int,
-    device: torch.device,
-    train: dict[str, Any],
-) -> dict[str, Any]:
-    """Metrics of ``model`` over the whole split (logits upsampled to the label resolution)."""
-    was_training = model.training
-    model.eval()
-    k = dataset.num_classes
-    confusion = torch.zeros(k, k, dtype=torch.int64)
-    for indices in _chunks(len(dataset), batch_size):
-        data = to_device(collate(dataset, indices), device, train["channels_last"])
-        with autocast(device, train["amp"]):
-            logits = model(data["rgb"], data["x"] if uses_x else None).logits
-        logits = F.interpolate(
-            logits.float(), size=data["label"].shape[-2:], mode="bilinear", align_corners=False
-        )
-        confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"].cpu(), k)
-    model.train(was_training)
-    return metrics_from_confusion(confusion, dataset.class_names)
-
-
-def _chunks(n: int, size: int) -> Iterator[Tensor]:
-    for start in range(0, n, size):
-        yield torch.arange(start, min(n, start + size))
