@@ -1,0 +1,79 @@
+"""Suite keys of the paper-grade protocol: head, eval, train.crop/jitter/workers, pretrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdbench.config import load_suite
+from kdbench.errors import KdbenchError
+
+BASE = {
+    "name": "protocol",
+    "datasets": {"synthdrive": {"size": [32, 64]}},
+    "students": ["test_resnet"],
+    "methods": ["none"],
+}
+
+
+def suite(tmp_path: Path, **changes: object):  # noqa: ANN201
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **changes}))
+    return load_suite(path)
+
+
+def test_heads_resolve_with_their_options_and_the_teacher_inherits_the_students(
+    tmp_path: Path,
+) -> None:
+    s = suite(tmp_path, head={"deeplabv3": {"output_stride": 8, "aux": 0.4}})
+    (student,), (teacher,) = s.students, s.teachers
+    assert student.model["head"] == {
+        "name": "deeplabv3",
+        "options": {"output_stride": 8, "aux": 0.4, "aux_stage": -2},
+    }
+    assert teacher.model["head"] == student.model["head"]
+    s = suite(tmp_path, head="mlp", teacher={"head": "pspnet"})
+    assert s.students[0].model["head"]["name"] == "mlp"
+    assert s.teachers[0].model["head"]["name"] == "pspnet"
+    assert suite(tmp_path).students[0].model["head"]["name"] == "fpn"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"head": "unet"}, "head: unknown head 'unet'; known: deeplabv3, fpn, mlp, pspnet"),
+        ({"head": {"fpn": {"rates": [1]}}}, r"head.fpn.rates: unknown option"),
+        ({"head": {"deeplabv3": {"output_stride": 4}}}, "output_stride: expected 8, 16, 32"),
+        ({"teacher": {"head": {"mlp": {"aux": -0.1}}}}, "teacher.head.mlp: head aux"),
+        ({"eval": {"mode": "slide"}}, "eval.window: required with mode: slide"),
+        ({"eval": {"window": [8, 8]}}, "eval.window: only used with mode: slide"),
+        ({"eval": {"size": [8, 8], "scale": 0.5}}, "eval: give size or scale, not both"),
+        ({"eval": {"size": [8]}}, r"eval.size: expected \[height, width\]"),
+        ({"train": {"crop": [0, 8]}}, r"train.crop: expected \[height, width\]"),
+        ({"train": {"jitter": 1.5}}, r"train.jitter: expected a value in \[0, 1\)"),
+        ({"train": {"workers": -1}}, "train.workers: expected a value >= 0"),
+        ({"students": [{"test_resnet": {"pretrained": 3}}]}, "pretrained: expected true"),
+    ],
+)
+def test_protocol_mistakes_name_the_key(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(KdbenchError, match=message):
+        suite(tmp_path, **changes)
+
+
+def test_eval_protocol_and_pretrained_resolve_into_the_specs(tmp_path: Path) -> None:
+    s = suite(
+        tmp_path,
+        eval={"mode": "slide", "window": [16, 32], "stride": [8, 16]},
+        students=[{"test_resnet": {"pretrained": True}}],
+        teacher={"pretrained": False},
+    )
+    (student,), (teacher,) = s.students, s.teachers
+    assert student.eval == teacher.eval == {
+        "mode": "slide", "size": None, "scale": None, "window": [16, 32], "stride": [8, 16],
+        "batch_size": None,
+    }
+    assert student.model["pretrained"] is True and teacher.model["pretrained"] is None
+    other = suite(tmp_path, eval={"mode": "whole"}).students[0]
+    assert other.id != student.id
