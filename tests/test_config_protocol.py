@@ -77,3 +77,37 @@ def test_eval_protocol_and_pretrained_resolve_into_the_specs(tmp_path: Path) -> 
     assert student.model["pretrained"] is True and teacher.model["pretrained"] is None
     other = suite(tmp_path, eval={"mode": "whole"}).students[0]
     assert other.id != student.id
+
+
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+
+
+def test_the_cityscapes_suite_is_cirkds_recipe() -> None:
+    from kdbench.train.run import build_model
+
+    s = load_suite(SUITES / "cityscapes.yaml")
+    student = next(r for r in s.students if r.method == "cirkd")
+    (teacher, *_) = s.teachers
+    train = student.train
+    assert (train["steps"], train["batch_size"], train["optimizer"], train["lr"]) == (
+        40000, 16, "sgd", 0.02)
+    assert (train["momentum"], train["weight_decay"], train["schedule"]) == (0.9, 1e-4, "poly")
+    assert train["scale"] == [0.5, 2.0] and train["crop"] == [512, 1024] and train["flip"]
+    assert "size" not in student.dataset_options  # native images, native labels
+    assert student.eval["mode"] == "whole" and student.eval["size"] is None
+    assert student.model["pretrained"] is True and teacher.model["pretrained"] is True
+    assert student.model["head"]["name"] == teacher.model["head"]["name"] == "deeplabv3"
+    assert student.model["head"]["options"]["aux"] == 0.4
+    assert (teacher.model["kind"], teacher.model["backbone"]) == ("rgb", "resnet101")
+    model = build_model(student, 19, 1, weights=False)
+    assert model.tap_info.logit_reduction == 8 and model.aux is not None
+    assert model.aux.body[0].in_channels == 256  # ResNet-18's layer3
+
+
+@pytest.mark.parametrize("name", ["cityscapes_rgbx", "kitti", "vkitti2"])
+def test_the_real_data_suites_train_on_native_crops_and_score_native_labels(name: str) -> None:
+    s = load_suite(SUITES / f"{name}.yaml")
+    for spec in s.runs:
+        assert "size" not in spec.dataset_options and spec.train["crop"] is not None
+        assert spec.train["scale"] == [0.5, 2.0] and spec.eval["mode"] == "whole"
+        assert spec.model["pretrained"] is True and spec.model["head"]["name"] == "deeplabv3"
