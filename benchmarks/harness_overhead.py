@@ -4,7 +4,7 @@ For the student baseline (cross-entropy only) and for KD (teacher forward + KD l
 model, batch and optimizer are stepped by (a) ``kdbench.train.loop.train_step`` and (b) a
 hand-written loop of forward, loss, backward, SGD step. Both are interleaved (ABAB...) so drift
 of the machine affects both alike; the script prints the median step time of each and the
-ratio. Augmentation is switched off for (a) (scale (1, 1), no flip), since the bare loop has none.
+ratio. Neither augments: augmentation runs in the data pipeline (kdbench.train.pipeline).
 
     python benchmarks/harness_overhead.py [--backbone resnet10t] [--steps 30] [--size 64 128]
 """
@@ -25,7 +25,7 @@ from kdbench.registry import TEACHERS
 from kdbench.train.loop import Models, train_step
 from methods.kd import kd_loss
 
-TRAIN = {"flip": False, "scale": [1.0, 1.0], "amp": False}
+TRAIN = {"amp": False}
 
 
 def bare_step(model, teacher, opt, rgb, x, label, use_kd: bool) -> None:  # noqa: ANN001
@@ -68,7 +68,7 @@ def main() -> None:
         harness, bare = [], []
         for step in range(args.steps + 3):
             t0 = time.perf_counter()
-            train_step(models, data, step, args.steps, 0, TRAIN, opt, scaler, device, False)
+            train_step(models, data, step, args.steps, 0, TRAIN, opt, scaler, device)
             t1 = time.perf_counter()
             bare_step(model, teacher, opt, rgb, x, label, name == "kd")
             t2 = time.perf_counter()

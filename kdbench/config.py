@@ -13,6 +13,7 @@ parsed as YAML (``--set train.steps=50``, ``--set seeds=[0]``).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,19 @@ def _amp(value: Any) -> str | None:
     return None if amp_mode(value) in AMP_MODES else "expected off, fp16 or bf16"
 
 
+def _size(value: Any) -> str | None:
+    ok = value is None or (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    return None if ok else "expected [height, width], positive integers, or null"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 <= value < 1 else "expected a value in [0, 1)"
+
+
 TRAIN_SCHEMA: dict[str, Field] = {
     "steps": Field((int,), 300, check=positive),
     "batch_size": Field((int,), 8, check=positive),
@@ -63,24 +77,43 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "warmup_steps": Field((int,), 0, check=non_negative),
     "flip": Field((bool,), True),
     "scale": Field((list,), [0.75, 1.5], check=_pair),
+    "crop": Field((list, type(None)), None, check=_size),
+    "jitter": Field((float,), 0.0, check=_fraction),
+    "workers": Field((int, type(None)), None, check=non_negative),
     "amp": Field((str, bool), "off", check=_amp),
     "channels_last": Field((bool,), False),
     "log_every": Field((int,), 10, check=positive),
     "eval_every": Field((int,), 0, check=non_negative),
     "checkpoint_every": Field((int,), 50, check=positive),
 }
-"""The training recipe; the same for every method of a suite (teachers may override it)."""
+"""The training recipe; the same for every method of a suite (teachers may override it).
+``crop`` null = the loaded size; ``workers`` null = one DataLoader worker per CPU the process may
+use, at most 8 (the metrics do not depend on it)."""
+
+EVAL_SCHEMA: dict[str, Field] = {
+    "mode": Field((str,), "whole", check=one_of("whole", "slide")),
+    "size": Field((list, type(None)), None, check=_size),
+    "scale": Field((float, type(None)), None, check=positive),
+    "window": Field((list, type(None)), None, check=_size),
+    "stride": Field((list, type(None)), None, check=_size),
+    "batch_size": Field((int, type(None)), None, check=positive),
+}
+"""The evaluation protocol (kdbench.train.evaluation): labels at native resolution, the network
+input resized to ``size`` or by ``scale`` (neither: as loaded), ``whole`` or ``slide``
+inference; ``batch_size`` null = the training batch size."""
 
 TEACHER_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), "intermediate"),
     "backbone": Field((str, type(None)), None),
     "x_backbone": Field((str, type(None)), None),
-    "pretrained": Field((str, type(None)), None),
+    "pretrained": Field((str, bool, type(None)), None),
     "decoder_channels": Field((int,), 64, check=positive),
+    "head": Field((str, dict, type(None)), None),
     "seed": Field((int, type(None)), None),
     "train": Field((dict,), None),
 }
-"""The RGB-X teacher: ``backbone`` defaults to each student's, ``seed`` null = the run's seed."""
+"""The RGB-X teacher: ``backbone`` and ``head`` default to the students', ``seed`` null = the
+run's seed."""
 
 SUITE_SCHEMA: dict[str, Field] = {
     "name": Field((str,), required=True, check=_suite_name),
@@ -89,9 +122,11 @@ SUITE_SCHEMA: dict[str, Field] = {
     "datasets": Field((dict, list), required=True),
     "students": Field((list,), required=True),
     "decoder_channels": Field((int,), 64, check=positive),
+    "head": Field((str, dict), "fpn"),
     "teacher": Field((dict,), None, children=TEACHER_SCHEMA),
     "methods": Field((dict, list), required=True),
     "train": Field((dict,), None, children=TRAIN_SCHEMA),
+    "eval": Field((dict,), None, children=EVAL_SCHEMA),
     "device": Field((str,), "auto", check=one_of("auto", "cpu", "cuda")),
     "launch": Field((dict,), None),
     "plugins": Field((list,), []),
@@ -107,8 +142,8 @@ class RunSpec:
     dataset: str
     dataset_options: dict[str, Any]
     model: dict[str, Any]
-    """Student: ``backbone``, ``pretrained``, ``decoder_channels``; teachers add ``kind`` and
-    ``x_backbone``."""
+    """Student: ``backbone``, ``pretrained``, ``decoder_channels``, ``head`` ({name, options});
+    teachers add ``kind`` and ``x_backbone``."""
     method: str
     """Row label (``"teacher"`` for teachers)."""
     method_terms: tuple[tuple[str, dict[str, Any]], ...]
@@ -119,6 +154,8 @@ class RunSpec:
     """The teacher run a distilling student reads; None for teachers and the baseline."""
     code: str = ""
     """Hash of the source files of the run's methods (:func:`kdbench.provenance.methods_hash`)."""
+    eval: dict[str, Any] = field(default_factory=dict)
+    """The evaluation protocol (:data:`EVAL_SCHEMA`, resolved)."""
     suite: str = field(default="", compare=False)
     device: str = field(default="auto", compare=False)
     plugins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -376,6 +413,45 @@ def _check_backbone(name: str, key: str, where: str) -> None:
         )
 
 
+def _head(value: Any, key: str, where: str) -> dict[str, Any]:
+    """``name`` or ``{name: {options}}`` -> ``{"name", "options"}``, checked against the head
+    registry and the head's constructor (common options: kdbench.models.heads)."""
+    from kdbench.method import canonical
+    from kdbench.models.heads import COMMON_OPTIONS, split_options
+    from kdbench.registry import HEADS
+
+    entries = _named_options(value if isinstance(value, dict) else [value], key, where)
+    if len(entries) != 1:
+        raise KdbenchError(f"{where}: {key}: expected one head, got {len(entries)}")
+    name, options = entries[0]
+    if name not in HEADS:
+        raise KdbenchError(
+            f"{where}: {key}: unknown head {name!r}; known: {', '.join(HEADS.names())}"
+        )
+    params = dict(list(inspect.signature(HEADS.get(name)).parameters.items())[4:])
+    for option in options:
+        if option not in params and option not in COMMON_OPTIONS:
+            known = ", ".join([*params, *COMMON_OPTIONS])
+            raise KdbenchError(f"{where}: {key}.{name}.{option}: unknown option; options: {known}")
+    try:
+        common, own = split_options(options)
+    except KdbenchError as exc:
+        raise KdbenchError(f"{where}: {key}.{name}: {exc}") from None
+    defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+    return {"name": name, "options": canonical({**defaults, **common, **own})}
+
+
+def _check_eval(protocol: dict[str, Any], where: str) -> None:
+    if protocol["size"] is not None and protocol["scale"] is not None:
+        raise KdbenchError(f"{where}: eval: give size or scale, not both")
+    slide = protocol["mode"] == "slide"
+    for key in ("window", "stride"):
+        if slide and protocol[key] is None:
+            raise KdbenchError(f"{where}: eval.{key}: required with mode: slide ([h, w])")
+        if not slide and protocol[key] is not None:
+            raise KdbenchError(f"{where}: eval.{key}: only used with mode: slide")
+
+
 def _check_launch(launch: dict[str, Any], where: str) -> None:
     """Validate the ``launch:`` section (``executor: local`` takes no options)."""
     options = dict(launch)
@@ -454,6 +530,13 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
         if teacher_cfg[key]:
             _check_backbone(teacher_cfg[key], f"teacher.{key}", where)
     _check_launch(settings["launch"] or {}, where)
+    student_head = _head(settings["head"], "head", where)
+    teacher_head = (
+        student_head
+        if teacher_cfg["head"] is None
+        else _head(teacher_cfg["head"], "teacher.head", where)
+    )
+    _check_eval(settings["eval"], where)
     train = {**settings["train"], "amp": amp_mode(settings["train"]["amp"])}
     teacher_train = check(
         {**train, **(teacher_cfg["train"] or {})}, TRAIN_SCHEMA, where, "teacher.train."
@@ -462,7 +545,12 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []
-    common = {"suite": settings["name"], "device": settings["device"], "plugins": plugins}
+    common = {
+        "suite": settings["name"],
+        "device": settings["device"],
+        "plugins": plugins,
+        "eval": settings["eval"],
+    }
     codes = {label: _methods_code(terms) for label, terms in rows}
     for dataset, dataset_options in datasets:
         for backbone, student_options in students:
@@ -470,13 +558,15 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                 "kind": teacher_cfg["kind"],
                 "backbone": teacher_cfg["backbone"] or backbone,
                 "x_backbone": teacher_cfg["x_backbone"],
-                "pretrained": teacher_cfg["pretrained"],
+                "pretrained": teacher_cfg["pretrained"] or None,
                 "decoder_channels": teacher_cfg["decoder_channels"],
+                "head": teacher_head,
             }
             student_model = {
                 "backbone": backbone,
-                "pretrained": student_options.get("pretrained"),
+                "pretrained": student_options.get("pretrained") or None,
                 "decoder_channels": settings["decoder_channels"],
+                "head": student_head,
             }
             for seed in seeds:
                 teacher = RunSpec(

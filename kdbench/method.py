@@ -90,8 +90,10 @@ def in_loss_precision(outputs: Outputs) -> Outputs:
     The cast is differentiable: gradients flow back to the half-precision tensors.
     """
 
-    def widen(x: Tensor) -> Tensor:
-        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    def widen(x: Tensor | None) -> Tensor | None:
+        if x is None or x.dtype not in (torch.float16, torch.bfloat16):
+            return x
+        return x.float()
 
     values = {f.name: getattr(outputs, f.name) for f in fields(outputs)}
     return Outputs(
@@ -144,21 +146,6 @@ class Method(nn.Module):
                 batch,
             )
 
-    @classmethod
-    def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` with every default filled in, JSON-able (tuples become lists).
-
-        Raises :class:`KdbenchError` naming the first option the method does not take.
-        Methods whose options nest (``lix``) override this to resolve each level.
-        """
-        name = _registered_name(cls)
-        known = method_options(cls)
-        for key in options:
-            if key not in known:
-                listed = ", ".join(known) or "none"
-                raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
-        return {key: _jsonable(options.get(key, default)) for key, default in known.items()}
-
     def forward(  # noqa: D102 - documented on the class
         self, student: Outputs, teacher: Outputs | None, batch: Batch
     ) -> dict[str, Tensor]:
@@ -176,8 +163,12 @@ class Method(nn.Module):
         of the same settings (``kd`` and ``{kd: {tau: 1.0}}``) resolve to equal dicts and hash to
         one run id. Methods with nested options (LIX) override this to resolve them recursively.
         """
-        name = cls.__name__.lower()
-        check_options(name, cls, options)
+        name = _registered_name(cls)
+        defaults = method_options(cls)
+        for key in options:
+            if key not in defaults:
+                listed = ", ".join(defaults) or "none"
+                raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
         hints = type_hints(cls.__init__)
         for key, value in options.items():
             if not matches(value, hints.get(key, Any)):
@@ -185,7 +176,6 @@ class Method(nn.Module):
                     f"method {name!r}: option {key!r}: expected {describe(hints[key])}, "
                     f"got {value!r}"
                 )
-        defaults = method_options(cls)
         floats = _float_options(cls)
         resolved = {
             key: float(value) if key in floats and _is_int(value) else value
@@ -255,15 +245,6 @@ def check_options(name: str, cls: type[Method], options: Mapping[str, Any]) -> N
 def _registered_name(cls: type) -> str:
     """The name ``cls`` is registered under (its class name if it is not registered)."""
     return next((e.name for e in METHODS if e.obj is cls), cls.__name__)
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples (the defaults of sequence options) as lists, recursively."""
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def _is_int(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Named registries: methods, datasets and teachers, filled by decorators next to the thing.
+"""Named registries: methods, datasets, teachers, decoder heads; filled by decorators next to them.
 
 Adding a method, a data set or a teacher means writing one file with a decorator; nothing else
 needs editing. Backbones are not registered here: any name timm knows is a backbone (see
@@ -85,10 +85,12 @@ class Registry(Generic[T]):
 METHODS: Registry[Any] = Registry("method")
 DATASETS: Registry[Any] = Registry("dataset")
 TEACHERS: Registry[Any] = Registry("teacher")
+HEADS: Registry[Any] = Registry("head")
 
 register_method = METHODS.register
 register_dataset = DATASETS.register
 register_teacher = TEACHERS.register
+register_head = HEADS.register
 
 _BUILTIN_MODULES = ("methods", "kdbench.data", "kdbench.models")
 _loaded = False

@@ -135,12 +135,8 @@ def test_apply_override_paths() -> None:
 
 
 @pytest.mark.parametrize("suite", sorted((ROOT / "suites").rglob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_suites_are_valid(
-    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for folder in ("kitti", "vkitti2", "cityscapes"):
-        (tmp_path / folder).mkdir()
-    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path))
+@pytest.mark.usefixtures("shipped_data_roots")
+def test_shipped_suites_are_valid(suite: Path) -> None:
     assert load_suite(suite).runs
 
 

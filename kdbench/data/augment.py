@@ -1,25 +1,34 @@
-"""Batch-level training augmentation on tensors: random horizontal flip and random scale.
+r"""Training augmentation of one sample: photometric jitter, random scale, random crop, flip.
 
-Runs on whatever device the batch is on and draws every random number from an explicit
-``torch.Generator``, so a run is reproducible from its seed and step. The same geometry is applied
-to rgb, x and label of each sample: flip, then rescale by s and crop/pad back to the input size.
+The recipe of segmentation-KD papers (CIRKD, DIST, MasKD): a random scale of the (native) image,
+then a random crop to a fixed size, padded where the scaled image is smaller, and a random
+horizontal flip. The same geometry is applied to rgb, x and label. Every random number is an
+argument (``u``, 8 uniforms in [0, 1)), so the caller seeds it per (run seed, step, sample) and
+a run is reproducible and resumable whatever the number of DataLoader workers.
+
 A horizontal flip maps the camera-frame point (X, Y, Z) to (−X, Y, Z) (for a principal point at
 the image centre), so a surface normal (n_x, n_y, n_z) becomes (−n_x, n_y, n_z): with
 ``normals=True`` channel 0 of the flipped x is negated. Rescaling leaves the values of x
-unchanged (depth is not divided by s; bilinearly resampled normals are not renormalised, and
-they blend towards 0 next to invalid pixels).
+unchanged (depth is not divided by s, disparity not multiplied by it), as evaluation does when it
+resizes its input; x is resampled by nearest neighbour on pixel centres (``nearest-exact``), so
+every value is a measured one, never a blend across an occlusion edge or with an invalid (0)
+pixel.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.data.base import IGNORE_INDEX
+from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
 from kdbench.errors import KdbenchError
+
+DRAWS = 8
+"""Uniforms per sample: flip, scale, crop y, crop x, brightness, contrast, saturation, spare."""
 
 
 def _placement(size: int, scaled: int, u: float) -> tuple[int, int, int]:
@@ -35,60 +44,89 @@ def _placement(size: int, scaled: int, u: float) -> tuple[int, int, int]:
     return 0, offset, scaled
 
 
-def augment_batch(
+def jitter_rgb(rgb: Tensor, strength: float, u: Sequence[float]) -> Tensor:
+    r"""Photometric jitter of an ImageNet-normalised rgb (3, H, W), in [0, 1] colour space.
+
+    With I = rgb·σ + μ, factors b, c, s = 1 + strength·(2u − 1) (brightness, contrast,
+    saturation) and Y(I) = 0.299 R + 0.587 G + 0.114 B the luma:
+
+        I ← clip(b·I);  I ← clip(c·(I − mean Y(I)) + mean Y(I));  I ← clip(s·(I − Y(I)) + Y(I))
+
+    and the result normalised again. ``strength`` = 0 returns ``rgb`` itself.
+    """
+    if strength == 0:
+        return rgb
+    mean = torch.tensor(RGB_MEAN, dtype=rgb.dtype)[:, None, None]
+    std = torch.tensor(RGB_STD, dtype=rgb.dtype)[:, None, None]
+    luma = torch.tensor((0.299, 0.587, 0.114), dtype=rgb.dtype)[:, None, None]
+    b, c, s = (1 + strength * (2 * v - 1) for v in u)
+    image = (rgb * std + mean).mul(b).clamp(0, 1)
+    grey = (image * luma).sum(0).mean()
+    image = ((image - grey) * c + grey).clamp(0, 1)
+    grey_pixel = (image * luma).sum(0, keepdim=True)
+    image = ((image - grey_pixel) * s + grey_pixel).clamp(0, 1)
+    return (image - mean) / std
+
+
+def augment_sample(
     rgb: Tensor,
     x: Tensor,
     label: Tensor,
-    generator: torch.Generator,
+    u: Sequence[float],
     *,
     flip: bool = True,
-    scale: tuple[float, float] = (0.75, 1.5),
+    scale: Sequence[float] = (0.75, 1.5),
+    crop: Sequence[int] | None = None,
     normals: bool = False,
+    jitter: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Augment a batch: rgb (N, 3, H, W), x (N, C, H, W) float; label (N, H, W) int64.
+    """Augment one sample: rgb (3, H, W), x (C, H, W) float; label (H, W) int64.
 
-    Per sample i, with u_i ~ U[0, 1)^4 drawn from ``generator`` (4 numbers per sample whatever
-    the options, on the generator's device):
+    With ``u`` = :data:`DRAWS` uniforms in [0, 1):
 
-    - flip horizontally if ``flip`` and u_i0 < 1/2 (with ``normals``, x[:, 0] ← −x[:, 0]);
-    - s = scale[0] + (scale[1] − scale[0])·u_i1; resize to (round(sH), round(sW)), rgb and x
-      bilinearly (align_corners=False, no antialiasing), label by nearest neighbour on the same
-      pixel-centre grid ("nearest-exact");
-    - crop back to (H, W) at a random integer offset (u_i2, u_i3) if larger, or paste at a
-      random offset onto a canvas of 0 (rgb, x) and :data:`IGNORE_INDEX` (label) if smaller,
-      each axis on its own.
+    - photometric jitter of rgb (:func:`jitter_rgb`, u_4 .. u_6) if ``jitter`` > 0;
+    - s = scale[0] + (scale[1] − scale[0])·u_1; resize to (round(sH), round(sW)), rgb
+      bilinearly (align_corners=False, no antialiasing), x and label by nearest neighbour on
+      the same pixel-centre grid ("nearest-exact");
+    - crop to ``crop`` = (h, w) (default: (H, W)) at a random integer offset (u_2, u_3) where
+      the scaled image is larger, or paste it at a random offset onto a canvas of 0 (rgb: the
+      mean colour after normalisation; x: invalid) and :data:`IGNORE_INDEX` (label) where it
+      is smaller, each axis on its own;
+    - flip horizontally if ``flip`` and u_0 < 1/2 (with ``normals``, x[0] ← −x[0]).
 
-    Returns new tensors of the input shapes and dtypes; the inputs are not modified. With
-    ``flip=False`` and ``scale=(1, 1)`` the inputs themselves are returned. A scale range that
-    is not 0 < scale[0] <= scale[1] raises :class:`KdbenchError`.
+    Returns new tensors of shapes (3, h, w), (C, h, w), (h, w); the inputs are not modified.
+    With ``flip=False``, ``scale=(1, 1)``, no jitter and ``crop`` null or (H, W) the inputs
+    themselves are returned. A scale range that is not 0 < scale[0] <= scale[1] raises
+    :class:`KdbenchError`.
     """
     low, high = (float(s) for s in scale)
     if not 0 < low <= high:
-        raise KdbenchError(f"train.scale {scale!r}: expected [min, max] with 0 < min <= max")
-    if not flip and low == high == 1.0:
-        return rgb, x, label  # the identity: no copy, no random draw
-    n, _, h, w = rgb.shape
-    draws = torch.rand(n, 4, generator=generator, device=generator.device).tolist()
-    channels = rgb.shape[1]
-    images = torch.cat([rgb, x.to(rgb.dtype)], dim=1)
-    out_images = torch.zeros_like(images)
-    out_label = torch.full_like(label, IGNORE_INDEX)
-    for i, (u_flip, u_scale, u_y, u_x) in enumerate(draws):
-        image, lab = images[i : i + 1], label[i : i + 1, None]
-        if flip and u_flip < 0.5:
-            image, lab = image.flip(-1), lab.flip(-1)
-            if normals:
-                image = image.clone()
-                image[:, channels] = -image[:, channels]
-        s = low + (high - low) * u_scale
-        sh, sw = max(1, math.floor(s * h + 0.5)), max(1, math.floor(s * w + 0.5))
-        if (sh, sw) != (h, w):
-            image = F.interpolate(image, size=(sh, sw), mode="bilinear", align_corners=False)
-            lab = F.interpolate(lab.float(), size=(sh, sw), mode="nearest-exact").long()
-        src_y, dst_y, len_y = _placement(h, sh, u_y)
-        src_x, dst_x, len_x = _placement(w, sw, u_x)
-        out_images[i, :, dst_y : dst_y + len_y, dst_x : dst_x + len_x] = \
-            image[0, :, src_y : src_y + len_y, src_x : src_x + len_x]
-        out_label[i, dst_y : dst_y + len_y, dst_x : dst_x + len_x] = \
-            lab[0, 0, src_y : src_y + len_y, src_x : src_x + len_x]
-    return out_images[:, :channels], out_images[:, channels:].to(x.dtype), out_label
+        raise KdbenchError(f"train.scale {list(scale)!r}: expected [min, max] with 0 < min <= max")
+    u_flip, u_scale, u_y, u_x, *u_colour = (float(v) for v in u)
+    h, w = label.shape
+    ch, cw = (h, w) if crop is None else (int(crop[0]), int(crop[1]))
+    if not flip and low == high == 1.0 and jitter == 0 and (ch, cw) == (h, w):
+        return rgb, x, label  # the identity: no copy
+    rgb = jitter_rgb(rgb, jitter, u_colour[:3])
+    s = low + (high - low) * u_scale
+    sh, sw = max(1, math.floor(s * h + 0.5)), max(1, math.floor(s * w + 0.5))
+    image, depth, lab = rgb[None], x[None], label[None, None]
+    if (sh, sw) != (h, w):
+        image = F.interpolate(image, size=(sh, sw), mode="bilinear", align_corners=False)
+        depth = F.interpolate(depth, size=(sh, sw), mode="nearest-exact")
+        lab = F.interpolate(lab.float(), size=(sh, sw), mode="nearest-exact").long()
+    src_y, dst_y, len_y = _placement(ch, sh, u_y)
+    src_x, dst_x, len_x = _placement(cw, sw, u_x)
+    out_rgb = rgb.new_zeros(3, ch, cw)
+    out_x = x.new_zeros(x.shape[0], ch, cw)
+    out_label = label.new_full((ch, cw), IGNORE_INDEX)
+    source = (slice(src_y, src_y + len_y), slice(src_x, src_x + len_x))
+    target = (slice(dst_y, dst_y + len_y), slice(dst_x, dst_x + len_x))
+    out_rgb[:, target[0], target[1]] = image[0, :, source[0], source[1]]
+    out_x[:, target[0], target[1]] = depth[0, :, source[0], source[1]]
+    out_label[target] = lab[0, 0][source]
+    if flip and u_flip < 0.5:
+        out_rgb, out_x, out_label = out_rgb.flip(-1), out_x.flip(-1), out_label.flip(-1)
+        if normals:
+            out_x[0] = -out_x[0]
+    return out_rgb, out_x, out_label

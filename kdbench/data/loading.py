@@ -74,7 +74,9 @@ class Frame:
     - ``rgb``: (H, W, 3) float32 in [0, 1];
     - ``depth``: (H, W) float32 metric depth (z), 0 where invalid, +inf where infinitely far;
     - ``label``: (H, W) int64 train ids, IGNORE_INDEX where unlabelled;
-    - ``intrinsics`` of this image; ``baseline``: stereo baseline in metres (for disparity).
+    - ``intrinsics`` of this image; ``baseline``: stereo baseline in metres (for disparity);
+    - ``x``: (H, W, C) float32 modality read as it is (e.g. normals files), or None to encode
+      it from ``depth``.
     """
 
     rgb: np.ndarray
@@ -82,6 +84,7 @@ class Frame:
     label: np.ndarray
     intrinsics: Intrinsics
     baseline: float
+    x: np.ndarray | None = None
 
 
 def _interpolate(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -106,19 +109,25 @@ def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
     rgb = np.clip(_interpolate(frame.rgb, size, "bilinear"), 0.0, 1.0)
     label = _interpolate(frame.label, size, "nearest-exact").round().astype(np.int64)
     depth = _interpolate(frame.depth, size, "nearest-exact")
+    x = None if frame.x is None else _interpolate(frame.x, size, "nearest-exact")
     intrinsics = frame.intrinsics.scaled(size[1] / w, size[0] / h)
-    return replace(frame, rgb=rgb, depth=depth, label=label, intrinsics=intrinsics)
+    return replace(frame, rgb=rgb, depth=depth, label=label, intrinsics=intrinsics, x=x)
 
 
 def encode_frame(frame: Frame, modality: str, max_depth: float) -> dict[str, torch.Tensor]:
     """A :class:`Frame` -> the item ``{"rgb": (3,H,W), "x": (C,H,W), "label": (H,W)}``.
 
-    ``rgb`` and ``x`` float32, ``label`` int64; ``x`` is the encoded ``modality``.
+    ``rgb`` and ``x`` float32, ``label`` int64; ``x`` is the encoded ``modality`` (or
+    ``frame.x`` as it is, channels first).
     """
     k = frame.intrinsics
-    x = encode_modality(
-        frame.depth, k.fx, k.fy, k.cx, k.cy, modality, baseline=frame.baseline, max_depth=max_depth
-    )
+    if frame.x is not None:
+        x = frame.x.transpose(2, 0, 1).astype(np.float32)
+    else:
+        x = encode_modality(
+            frame.depth, k.fx, k.fy, k.cx, k.cy, modality, baseline=frame.baseline,
+            max_depth=max_depth,
+        )
     return {
         "rgb": normalize_rgb(frame.rgb),
         "x": torch.from_numpy(np.ascontiguousarray(x)),
@@ -184,7 +193,8 @@ class FolderDataset(Dataset, ABC):
     - ``split``: "train" or "eval" (each subclass documents its fixed split);
     - ``root``: the data set's folder; default ``$KDBENCH_DATA/<folder>``;
     - ``modality``: one of :data:`~kdbench.data.geometry.MODALITY_CHANNELS`;
-    - ``size``: (H, W) to resize every sample to (module docstring), or None for native size;
+    - ``size``: (H, W) to resize every sample's input to (module docstring), or None for native
+      size; the eval split's labels stay at native size (:mod:`kdbench.train.evaluation`);
     - ``max_depth``: metres, the saturation of the ``depth`` modality.
 
     Subclasses set ``folder``, ``layout`` (the expected path pattern, relative to the root),
@@ -243,10 +253,15 @@ class FolderDataset(Dataset, ABC):
         """The decoded sample ``index`` at its native size."""
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        frame = self.frame(index)
+        """The item at the ``size`` option (native if None); the eval split keeps its label at
+        the native resolution, where the evaluation protocol scores it."""
+        frame = native = self.frame(index)
         if self.size is not None:
             frame = resize_frame(frame, self.size)
-        return encode_frame(frame, self.modality, self.max_depth)
+        item = encode_frame(frame, self.modality, self.max_depth)
+        if self.split == "eval":
+            item["label"] = torch.from_numpy(np.ascontiguousarray(native.label, dtype=np.int64))
+        return item
 
     # --- errors and paths
 

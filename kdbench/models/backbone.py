@@ -1,10 +1,12 @@
-"""Backbones: any timm model as a multi-stage feature encoder, with local-file weights only.
+"""Backbones: any timm model as a multi-stage feature encoder, with timm's or local weights.
 
-A backbone is ``timm.create_model(name, features_only=True, pretrained=False, in_chans=C)``:
+A backbone is ``timm.create_model(name, features_only=True, in_chans=C)``:
 for an input (N, C, H, W) it returns stage features ``f_i`` of shape
 (N, C_i, H / r_i, W / r_i), shallow to deep, with ``C_i = feature_info.channels()[i]`` and
-``r_i = feature_info.reduction()[i]`` (e.g. 2, 4, 8, 16, 32 for a ResNet). Nothing is ever
-downloaded: ``pretrained`` is the path of a local weights file.
+``r_i = feature_info.reduction()[i]`` (e.g. 2, 4, 8, 16, 32 for a ResNet; 2, 4, 8, 8, 8 at
+output stride 8). ``pretrained: true`` fetches timm's default weights from the model hub (where
+it is not reachable: one line saying how to give a local file); ``pretrained: PATH`` reads a
+local state dict or safetensors file.
 
 :class:`Encoder` wraps such a model and adds what the RGB-X teachers need: stepping through
 the stages one at a time (``step``), so that a duplex encoder can feed a fused feature back into
@@ -16,13 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from kdbench.errors import KdbenchError
 
-__all__ = ["Encoder", "build_backbone", "describe_backbones", "is_backbone", "load_weights"]
+__all__ = [
+    "Encoder",
+    "adapt_first_conv",
+    "build_backbone",
+    "describe_backbones",
+    "is_backbone",
+    "load_state",
+    "load_weights",
+]
 
 _CURATED: tuple[tuple[str, float, str], ...] = (
     ("test_efficientnet", 0.08, "timm test model, EfficientNet blocks; smoke tests only"),
@@ -55,16 +66,34 @@ def is_backbone(name: str) -> bool:
     return bool(timm.is_model(name))
 
 
-def build_backbone(name: str, *, in_chans: int = 3, pretrained: str | None = None) -> nn.Module:
+Pretrained = str | bool | None
+"""``True``: timm's default weights from the model hub; a path: a local weights file; None or
+False: timm's random initialisation."""
+
+HUB_HINT = "give a local file instead: pretrained: /path/to/weights.safetensors (or .pth)"
+
+
+def build_backbone(
+    name: str,
+    *,
+    in_chans: int = 3,
+    pretrained: Pretrained = None,
+    output_stride: int | None = None,
+    x_branch: bool = False,
+) -> nn.Module:
     """The timm ``features_only`` model ``name`` with ``in_chans`` input channels.
 
     The model maps (N, in_chans, H, W) to a list of stage features (see the module docstring)
-    and exposes ``feature_info.channels()`` and ``feature_info.reduction()``. Weights are random
-    (timm's initialisation, from the torch RNG) unless ``pretrained`` names a local file, which
-    is loaded with :func:`load_weights`.
+    and exposes ``feature_info.channels()`` and ``feature_info.reduction()``. ``output_stride``
+    (8 or 16) makes timm replace the last strides by dilation where the architecture allows it.
+    Weights are random (timm's initialisation, from the torch RNG) unless ``pretrained`` is True
+    (timm's default weights, fetched from the hub) or names a local file; either is loaded with
+    :func:`load_state`, which adapts the first convolution of an ``x_branch`` (module docstring
+    of :func:`adapt_first_conv`).
 
     Raises :class:`KdbenchError` for a name timm does not know, a model timm cannot build as a
-    feature extractor, or an unusable weights file.
+    feature extractor, an unreachable hub (one line saying how to give a local file) or an
+    unusable weights file.
     """
     import timm
 
@@ -72,62 +101,132 @@ def build_backbone(name: str, *, in_chans: int = 3, pretrained: str | None = Non
         raise KdbenchError(
             f"unknown backbone {name!r}: not a timm model name (see `kdbench list backbones`)"
         )
+    extra = {} if output_stride in (None, 32) else {"output_stride": output_stride}
     try:
-        model = timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
+        model = timm.create_model(
+            name, features_only=True, pretrained=False, in_chans=in_chans, **extra
+        )
     except (RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError) as err:
         reason = " ".join(str(err).split())
         raise KdbenchError(
             f"backbone {name!r}: timm cannot build it as a feature extractor "
-            f"with in_chans={in_chans} ({type(err).__name__}: {reason})"
+            f"with in_chans={in_chans}{f', output_stride={output_stride}' if extra else ''} "
+            f"({type(err).__name__}: {reason})"
         ) from err
-    if pretrained is not None:
-        load_weights(model, pretrained, backbone=name, in_chans=in_chans)
+    if pretrained is True:
+        load_state(model, hub_state(name), where=f"timm's default weights of {name!r}",
+                   backbone=name, x_branch=x_branch)
+    elif pretrained:
+        load_weights(model, pretrained, backbone=name, x_branch=x_branch)
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path, *, backbone: str, in_chans: int = 3) -> int:
-    """Load a local weights file into the features model ``model``; returns the tensors loaded.
+def hub_state(name: str) -> dict[str, Tensor]:
+    """timm's default pretrained weights of ``name`` (features model), from the model hub.
 
-    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)`` and may
-    hold a plain state dict or ``{"state_dict": ...}`` / ``{"model": ...}``. It may come from
-    the features model itself or from the full timm classifier of the same architecture: a key
-    is used as it is, or with its first ``.`` turned into ``_`` (timm's features wrapper
-    flattens top-level ``nn.Sequential`` children, e.g. ``stem.0.weight`` -> ``stem_0.weight``).
-    Keys matching nothing (a classifier head) are ignored (``strict=False``). A 3-channel input
-    conv loaded into an ``in_chans != 3`` model is adapted by timm's ``adapt_input_conv``
-    (summed for 1 channel, else repeated and scaled by 3 / in_chans).
-
-    Raises :class:`KdbenchError` naming the file if it is missing or unreadable, is not a state
-    dict, matches no key of the model, or has a tensor of the wrong shape.
+    An unreachable hub (no network, ``HF_HUB_OFFLINE=1``, weights not in the local cache) raises
+    :class:`KdbenchError` with one line saying how to give a local file.
     """
-    from timm.models import adapt_input_conv
+    import timm
 
+    try:
+        model = timm.create_model(name, features_only=True, pretrained=True)
+    except Exception as err:  # hub errors come as OSError, HTTP, connection or runtime errors
+        reason = " ".join(str(err).split())[:160]
+        raise KdbenchError(
+            f"backbone {name!r}: pretrained: true could not fetch timm's default weights "
+            f"({type(err).__name__}: {reason}); {HUB_HINT}"
+        ) from err
+    return model.state_dict()
+
+
+def read_state(path: str | Path) -> dict[str, Tensor]:
+    """A local weights file -> its state dict: ``.safetensors`` with safetensors, anything else
+    with ``torch.load(weights_only=True)``, unwrapping ``{"state_dict": ...}`` / ``{"model":
+    ...}``. Raises :class:`KdbenchError` naming the file when it is missing or unreadable."""
     where = f"pretrained weights {str(path)!r}"
     if not Path(path).is_file():
         raise KdbenchError(f"{where}: no such file")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling/zip failure means an unreadable file
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            loaded: Any = load_file(str(path), device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling/zip/header failure means an unreadable file
         raise KdbenchError(
-            f"{where}: not a readable torch weights file ({err.__class__.__name__})"
+            f"{where}: not a readable torch or safetensors weights file "
+            f"({err.__class__.__name__})"
         ) from err
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
         raise KdbenchError(f"{where}: expected a state dict, found {type(loaded).__name__}")
+    return dict(loaded)
 
+
+def load_weights(
+    model: nn.Module, path: str | Path, *, backbone: str, x_branch: bool = False
+) -> int:
+    """Load a local weights file (:func:`read_state`) into ``model`` with :func:`load_state`."""
+    return load_state(
+        model, read_state(path), where=f"pretrained weights {str(path)!r}", backbone=backbone,
+        x_branch=x_branch,
+    )
+
+
+def adapt_first_conv(weight: Tensor, in_chans: int) -> Tensor:
+    r"""An RGB first-convolution weight W (O, 3, k, k) for an input of ``in_chans`` channels:
+
+        W'[:, c] = (3 / in_chans) · (1/3) Σ_j W[:, j]       for c = 1 .. in_chans
+
+    the mean over the RGB filters, rescaled so that a constant input gives the response of the
+    original filters to the same constant on every RGB channel (Σ_c W'[:, c] = Σ_j W[:, j]). For
+    a geometric X channel the RGB filters' colour selectivity means nothing; their spatial
+    structure (edges, blobs) is what transfers.
+    """
+    mean = weight.float().mean(dim=1, keepdim=True)
+    return (mean * (3.0 / in_chans)).repeat(1, in_chans, 1, 1).to(weight.dtype)
+
+
+def load_state(
+    model: nn.Module,
+    state: Mapping[str, Any],
+    *,
+    where: str,
+    backbone: str,
+    x_branch: bool = False,
+) -> int:
+    """Load ``state`` into the features model ``model``; returns the tensors loaded.
+
+    ``state`` may come from the features model itself or from the full timm classifier of the
+    same architecture: a key is used as it is, or with its first ``.`` turned into ``_`` (timm's
+    features wrapper flattens top-level ``nn.Sequential`` children, e.g. ``stem.0.weight`` ->
+    ``stem_0.weight``). Keys matching nothing (a classifier head) are ignored. The first
+    convolution (timm's ``pretrained_cfg["first_conv"]``, or any RGB conv whose input channels
+    differ) is adapted with :func:`adapt_first_conv` when its input channels differ from the
+    file's, and always for an ``x_branch``.
+
+    Raises :class:`KdbenchError` (prefixed by ``where``) if no key matches or a tensor has the
+    wrong shape.
+    """
+    first = getattr(model, "pretrained_cfg", {}).get("first_conv") or ()
+    first_convs = {f"{c}.weight" for c in ((first,) if isinstance(first, str) else first)}
+    first_convs |= {k.replace(".", "_", 1) for k in first_convs}
     target = model.state_dict()
     matched: dict[str, Tensor] = {}
-    for key, value in loaded.items():
+    for key, value in state.items():
         if not isinstance(value, Tensor):
             continue
         name = key if key in target else key.replace(".", "_", 1)
         if name not in target:
             continue
         want = target[name].shape
-        if value.shape != want and _is_input_conv(value.shape, want, in_chans):
-            value = adapt_input_conv(in_chans, value)
+        is_first = name in first_convs or (value.shape != want and _is_input_conv(value, want))
+        if is_first and (x_branch or value.shape != want) and _is_input_conv(value, want):
+            value = adapt_first_conv(value, want[1])
         if value.shape != want:
             raise KdbenchError(
                 f"{where}: {key!r} has shape {tuple(value.shape)}, "
@@ -135,21 +234,20 @@ def load_weights(model: nn.Module, path: str | Path, *, backbone: str, in_chans:
             )
         matched[name] = value
     if not matched:
-        first = ", ".join(list(map(str, loaded))[:3]) or "none"
+        first_keys = ", ".join(list(map(str, state))[:3]) or "none"
         raise KdbenchError(
-            f"{where}: no key matches backbone {backbone!r} (file keys: {first}, ...)"
+            f"{where}: no key matches backbone {backbone!r} (file keys: {first_keys}, ...)"
         )
     model.load_state_dict(matched, strict=False)
     return len(matched)
 
 
-def _is_input_conv(have: torch.Size, want: torch.Size, in_chans: int) -> bool:
-    """True if ``have`` is an RGB conv weight (O, 3, k, k) and ``want`` its (O, in_chans, k, k)."""
+def _is_input_conv(have: Tensor, want: torch.Size) -> bool:
+    """True if ``have`` is an RGB conv weight (O, 3, k, k) and ``want`` is (O, C, k, k)."""
     return (
-        len(have) == len(want) == 4
-        and have[1] == 3
-        and want[1] == in_chans
-        and (have[0], *have[2:]) == (want[0], *want[2:])
+        have.dim() == len(want) == 4
+        and have.shape[1] == 3
+        and (have.shape[0], *have.shape[2:]) == (want[0], *want[2:])
     )
 
 
@@ -169,10 +267,24 @@ class Encoder(nn.Module):
     cannot be stepped.
     """
 
-    def __init__(self, name: str, *, in_chans: int = 3, pretrained: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        in_chans: int = 3,
+        pretrained: Pretrained = None,
+        output_stride: int | None = None,
+        x_branch: bool = False,
+    ) -> None:
         super().__init__()
         self.name = name
-        self.body = build_backbone(name, in_chans=in_chans, pretrained=pretrained)
+        self.body = build_backbone(
+            name,
+            in_chans=in_chans,
+            pretrained=pretrained,
+            output_stride=output_stride,
+            x_branch=x_branch,
+        )
         self.channels: tuple[int, ...] = tuple(self.body.feature_info.channels())
         self.reductions: tuple[int, ...] = tuple(self.body.feature_info.reduction())
         fmt = getattr(self.body, "output_fmt", "NCHW")  # a str enum in timm

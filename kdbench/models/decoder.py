@@ -47,6 +47,7 @@ class FPNDecoder(nn.Module):
         used = [i for i, r in enumerate(stage_reductions) if r >= min_reduction]
         self.used: tuple[int, ...] = tuple(used or range(len(stage_reductions)))
         self.reduction: int = stage_reductions[self.used[0]]
+        self.channels = channels
         self.lateral = nn.ModuleList(
             nn.Conv2d(stage_channels[i], channels, kernel_size=1) for i in self.used
         )

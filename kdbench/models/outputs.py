@@ -34,8 +34,11 @@ class Outputs:
     - ``stages``: encoder stage features (N, C_i, H / r_i, W / r_i), shallow to deep; for an
       RGB-X teacher these are the fused RGB-X features.
     - ``decoder``: (N, D, h, w), the feature the 1x1 classifier turns into ``logits``.
+    - ``aux``: (N, K, h', w') logits of the auxiliary FCN head (head option ``aux``), or None;
+      only the trainer's auxiliary cross-entropy reads them.
     """
 
     logits: Tensor
     stages: tuple[Tensor, ...]
     decoder: Tensor
+    aux: Tensor | None = None

@@ -1,29 +1,35 @@
-"""The RGB-only student: one timm encoder and the FPN decoder.
+"""The RGB-only student: one timm encoder and a decoder head from the head registry.
 
 For an image (N, in_chans, H, W) the encoder gives stage features f_i (N, C_i, H / r_i, W / r_i)
-(:mod:`kdbench.models.backbone`), and the decoder turns them into a feature (N, D, h, w) and
-logits (N, K, h, w) at 1/4 of the input for the usual CNNs (:mod:`kdbench.models.decoder`).
+(:mod:`kdbench.models.backbone`), and the head (:mod:`kdbench.models.heads`: fpn, deeplabv3,
+pspnet, mlp) turns them into a feature (N, D, h, w) and logits (N, K, h, w). With the head
+option ``aux`` > 0 an auxiliary FCN head on stage ``aux_stage`` adds ``Outputs.aux`` in
+training mode.
 The student is not registered anywhere: any timm name is a student backbone.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from kdbench.models.backbone import Encoder
-from kdbench.models.decoder import FPNDecoder
+from kdbench.models.backbone import Encoder, Pretrained
+from kdbench.models.heads import build_head, split_options
 from kdbench.models.outputs import Outputs, TapInfo
 
 __all__ = ["Segmenter"]
 
 
 class Segmenter(nn.Module):
-    """Encoder + FPN decoder; ``forward(rgb, x=None)`` -> :class:`Outputs`.
+    """Encoder + head; ``forward(rgb, x=None)`` -> :class:`Outputs`.
 
     ``x`` (the geometric modality) is accepted so that students and teachers are called alike,
     and ignored. ``tap_info`` describes the outputs before any forward pass: ``stages`` are all
     encoder stages (``stage_channels`` / ``stage_reductions`` from timm's ``feature_info``),
     ``decoder`` has ``decoder_channels`` channels and the logits are at 1/``logit_reduction``.
+    ``aux_weight`` is the weight of the auxiliary cross-entropy (0: no auxiliary head).
+    ``x_branch`` marks the X branch of a teacher (its pretrained first conv is adapted).
     """
 
     def __init__(
@@ -32,13 +38,28 @@ class Segmenter(nn.Module):
         num_classes: int,
         *,
         decoder_channels: int = 64,
-        pretrained: str | None = None,
+        pretrained: Pretrained = None,
         in_chans: int = 3,
+        head: str = "fpn",
+        head_options: dict[str, Any] | None = None,
+        x_branch: bool = False,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(backbone, in_chans=in_chans, pretrained=pretrained)
-        self.decoder = FPNDecoder(
-            self.encoder.channels, self.encoder.reductions, decoder_channels, num_classes
+        common, _ = split_options(head_options)
+        self.encoder = Encoder(
+            backbone,
+            in_chans=in_chans,
+            pretrained=pretrained,
+            output_stride=common["output_stride"],
+            x_branch=x_branch,
+        )
+        self.decoder, self.aux, self.aux_weight, self.aux_stage = build_head(
+            head,
+            self.encoder.channels,
+            self.encoder.reductions,
+            decoder_channels,
+            num_classes,
+            dict(head_options or {}),
         )
         self.tap_info = TapInfo(
             stage_channels=self.encoder.channels,
@@ -52,4 +73,5 @@ class Segmenter(nn.Module):
         """(N, in_chans, H, W) -> logits (N, K, H/r, W/r), stages f_i, decoder (N, D, H/r, W/r)."""
         stages = tuple(self.encoder(rgb))
         feature, logits = self.decoder(stages)
-        return Outputs(logits=logits, stages=stages, decoder=feature)
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)

@@ -7,12 +7,15 @@ ECCV 2020), where the RGB and X encoders run side by side and the fused feature 
 is fed back into the RGB stream. Three teachers are registered, all built as::
 
     cls(backbone, num_classes, x_channels, *, x_backbone=None, decoder_channels=64,
-        pretrained=None)
+        pretrained=None, head="fpn", head_options=None)
 
 and called as ``teacher(rgb, x) -> Outputs`` with rgb (N, 3, H, W) and x (N, C_x, H, W).
-``pretrained`` (a local weights file, see :mod:`kdbench.models.backbone`) initialises the RGB
-branch, and the X branch too when it has the same backbone (its input conv adapted to C_x);
-an X branch with a different backbone starts from timm's random initialisation.
+``pretrained`` (True: timm's default weights; a path: a local weights file; see
+:mod:`kdbench.models.backbone`) initialises the RGB branch, and the X branch too when it has the
+same backbone (its first conv adapted to C_x by the mean over the RGB filters); an X branch with
+a different backbone starts from timm's random initialisation. ``head`` and ``head_options``
+choose the decoder head (:mod:`kdbench.models.heads`), with its output stride and auxiliary
+head.
 
 - ``intermediate``: duplex encoder fused at every stage (:class:`GatedFusion`), FPN decoder on
   the fused features; ``stages`` are the fused features.
@@ -22,12 +25,14 @@ an X branch with a different backbone starts from timm's random initialisation.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from kdbench.errors import KdbenchError
-from kdbench.models.backbone import Encoder
-from kdbench.models.decoder import FPNDecoder
+from kdbench.models.backbone import Encoder, Pretrained
+from kdbench.models.heads import build_head, split_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.models.student import Segmenter
 from kdbench.registry import register_teacher
@@ -35,7 +40,7 @@ from kdbench.registry import register_teacher
 __all__ = ["GatedFusion", "IntermediateFusionTeacher", "LateFusionTeacher", "RGBTeacher"]
 
 
-def _x_pretrained(backbone: str, x_backbone: str, pretrained: str | None) -> str | None:
+def _x_pretrained(backbone: str, x_backbone: str, pretrained: Pretrained) -> Pretrained:
     """The weights file of the X branch: ``pretrained`` only if it is the same architecture."""
     return pretrained if x_backbone == backbone else None
 
@@ -108,15 +113,22 @@ class IntermediateFusionTeacher(nn.Module):
         *,
         x_backbone: str | None = None,
         decoder_channels: int = 64,
-        pretrained: str | None = None,
+        pretrained: Pretrained = None,
+        head: str = "fpn",
+        head_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         x_backbone = x_backbone or backbone
-        self.rgb_encoder = Encoder(backbone, in_chans=3, pretrained=pretrained)
+        stride = split_options(head_options)[0]["output_stride"]
+        self.rgb_encoder = Encoder(
+            backbone, in_chans=3, pretrained=pretrained, output_stride=stride
+        )
         self.x_encoder = Encoder(
             x_backbone,
             in_chans=x_channels,
             pretrained=_x_pretrained(backbone, x_backbone, pretrained),
+            output_stride=stride,
+            x_branch=True,
         )
         rgb, xe = self.rgb_encoder, self.x_encoder
         _check_reductions(backbone, x_backbone, rgb.reductions, xe.reductions)
@@ -124,7 +136,10 @@ class IntermediateFusionTeacher(nn.Module):
         self.fusions = nn.ModuleList(
             GatedFusion(cr, cx) for cr, cx in zip(rgb.channels, xe.channels, strict=True)
         )
-        self.decoder = FPNDecoder(rgb.channels, rgb.reductions, decoder_channels, num_classes)
+        self.decoder, self.aux, self.aux_weight, self.aux_stage = build_head(
+            head, rgb.channels, rgb.reductions, decoder_channels, num_classes,
+            dict(head_options or {}),
+        )
         self.tap_info = TapInfo(
             stage_channels=rgb.channels,
             stage_reductions=rgb.reductions,
@@ -150,7 +165,8 @@ class IntermediateFusionTeacher(nn.Module):
         """rgb (N, 3, H, W), x (N, C_x, H, W) -> logits (N, K, H/4, W/4), fused stages, decoder."""
         stages = self.encode(rgb, x)
         feature, logits = self.decoder(stages)
-        return Outputs(logits=logits, stages=stages, decoder=feature)
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
 
 
 @register_teacher("late", "two single-modality segmenters, logits fused by a 1x1 conv")
@@ -166,6 +182,8 @@ class LateFusionTeacher(nn.Module):
     linear mix. Taps: ``stages`` are the per-stage concatenations [f^R_i; f^X_i]
     (N, C^R_i + C^X_i, H / r_i, W / r_i), everything the teacher knows at stage i; ``decoder``
     is [d^R; d^X] (N, 2D, h, w), of which z is a linear 1x1 function, as for the other models.
+    With an auxiliary head (head option ``aux``) both branches have one and ``aux`` is the sum
+    of their auxiliary logits (like z at initialisation).
     """
 
     def __init__(
@@ -176,12 +194,16 @@ class LateFusionTeacher(nn.Module):
         *,
         x_backbone: str | None = None,
         decoder_channels: int = 64,
-        pretrained: str | None = None,
+        pretrained: Pretrained = None,
+        head: str = "fpn",
+        head_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         x_backbone = x_backbone or backbone
+        heads = {"head": head, "head_options": head_options}
         self.rgb_branch = Segmenter(
-            backbone, num_classes, decoder_channels=decoder_channels, pretrained=pretrained
+            backbone, num_classes, decoder_channels=decoder_channels, pretrained=pretrained,
+            **heads,
         )
         self.x_branch = Segmenter(
             x_backbone,
@@ -189,7 +211,10 @@ class LateFusionTeacher(nn.Module):
             decoder_channels=decoder_channels,
             pretrained=_x_pretrained(backbone, x_backbone, pretrained),
             in_chans=x_channels,
+            x_branch=True,
+            **heads,
         )
+        self.aux_weight = self.rgb_branch.aux_weight
         rgb, xb = self.rgb_branch.tap_info, self.x_branch.tap_info
         _check_reductions(backbone, x_backbone, rgb.stage_reductions, xb.stage_reductions)
         self.fuse = nn.Conv2d(2 * num_classes, num_classes, kernel_size=1)
@@ -211,6 +236,7 @@ class LateFusionTeacher(nn.Module):
         """rgb (N, 3, H, W), x (N, C_x, H, W) -> fused logits, concatenated stages and decoder."""
         a, b = self.rgb_branch(rgb), self.x_branch(x)
         return Outputs(
+            aux=None if a.aux is None or b.aux is None else a.aux + b.aux,
             logits=self.fuse(torch.cat([a.logits, b.logits], dim=1)),
             stages=tuple(
                 torch.cat([fa, fb], dim=1) for fa, fb in zip(a.stages, b.stages, strict=True)
@@ -235,10 +261,17 @@ class RGBTeacher(Segmenter):
         *,
         x_backbone: str | None = None,
         decoder_channels: int = 64,
-        pretrained: str | None = None,
+        pretrained: Pretrained = None,
+        head: str = "fpn",
+        head_options: dict[str, Any] | None = None,
     ) -> None:
         if x_backbone is not None:
             raise KdbenchError(f"teacher 'rgb' has no X branch: remove x_backbone={x_backbone!r}")
         super().__init__(
-            backbone, num_classes, decoder_channels=decoder_channels, pretrained=pretrained
+            backbone,
+            num_classes,
+            decoder_channels=decoder_channels,
+            pretrained=pretrained,
+            head=head,
+            head_options=head_options,
         )

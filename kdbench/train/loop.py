@@ -1,7 +1,8 @@
-"""The training step, the data order and the evaluation of one run.
+"""The training step and the data order of one run (evaluation: :mod:`kdbench.train.evaluation`).
 
 Determinism without saved RNG streams: every source of randomness is re-seeded from
-``(seed, step)`` (the batch order of an epoch from ``(seed, epoch)``), so a run resumed from a
+``(seed, step)`` (the batch order of an epoch from ``(seed, epoch)``, each sample's augmentation
+from ``(seed, step, slot)``: :mod:`kdbench.train.pipeline`), so a run resumed from a
 checkpoint at step s draws exactly what the uninterrupted run drew from step s on, and the same
 config and seed give the same metrics twice on the CPU.
 """
@@ -9,19 +10,15 @@ config and seed give the same metrics twice on the CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from kdbench.data.augment import augment_batch
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
-from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
 from kdbench.train.precision import autocast, check_gradients, check_terms
 
 _MIX = 0x9E3779B97F4A7C15
@@ -42,11 +39,6 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
     epoch, position = divmod(step, per_epoch)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 1)))
     return order[position * batch_size : (position + 1) * batch_size]
-
-
-def collate(dataset: Dataset, indices: Tensor) -> dict[str, Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]) for key in ("rgb", "x", "label")}
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
@@ -70,6 +62,8 @@ class Models:
     teacher: nn.Module | None
     uses_x: bool
     """Whether the trained model reads the x modality (teachers do, students do not)."""
+    aux_weight: float = 0.0
+    """Weight of the auxiliary head's cross-entropy (head option ``aux``)."""
 
 
 def cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
@@ -102,7 +96,6 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
-    normals: bool,
 ) -> tuple[dict[str, float], bool]:
     """One optimisation step: augment, forward, CE + distillation terms, backward, update.
 
@@ -111,16 +104,7 @@ def train_step(
     :class:`~kdbench.train.precision.NonFiniteError` before the optimizer steps.
     """
     torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
-    generator = torch.Generator(device=data["rgb"].device).manual_seed(derived_seed(seed, step, 3))
-    rgb, x, label = augment_batch(
-        data["rgb"],
-        data["x"],
-        data["label"],
-        generator,
-        flip=train["flip"],
-        scale=tuple(train["scale"]),
-        normals=normals,
-    )
+    rgb, x, label = data["rgb"], data["x"], data["label"]
     batch = Batch(rgb=rgb, x=x, label=label, step=step, total_steps=total_steps)
     with autocast(device, train["amp"]):
         out = models.model(rgb, x if models.uses_x else None)
@@ -132,6 +116,11 @@ def train_step(
             out.logits, size=label.shape[-2:], mode="bilinear", align_corners=False
         )
         terms = {"ce": cross_entropy(logits.float(), label)}
+        if out.aux is not None and models.aux_weight > 0:
+            aux = F.interpolate(
+                out.aux, size=label.shape[-2:], mode="bilinear", align_corners=False
+            )
+            terms["aux"] = models.aux_weight * cross_entropy(aux.float(), label)
         terms.update(models.method(out, teacher_out, batch))
         loss = sum(v.float() for v in terms.values())
     values = {k: float(v.detach()) for k, v in terms.items()}
@@ -149,34 +138,3 @@ def train_step(
     scaler.update()
     skipped = scaler.is_enabled() and scaler.get_scale() < scale
     return {"loss": float(loss.detach()), **values}, skipped
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    uses_x: bool,
-    batch_size: int,
-    device: torch.device,
-    train: dict[str, Any],
-) -> dict[str, Any]:
-    """Metrics of ``model`` over the whole split (logits upsampled to the label resolution)."""
-    was_training = model.training
-    model.eval()
-    k = dataset.num_classes
-    confusion = torch.zeros(k, k, dtype=torch.int64)
-    for indices in _chunks(len(dataset), batch_size):
-        data = to_device(collate(dataset, indices), device, train["channels_last"])
-        with autocast(device, train["amp"]):
-            logits = model(data["rgb"], data["x"] if uses_x else None).logits
-        logits = F.interpolate(
-            logits.float(), size=data["label"].shape[-2:], mode="bilinear", align_corners=False
-        )
-        confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"].cpu(), k)
-    model.train(was_training)
-    return metrics_from_confusion(confusion, dataset.class_names)
-
-
-def _chunks(n: int, size: int) -> Iterator[Tensor]:
-    for start in range(0, n, size):
-        yield torch.arange(start, min(n, start + size))

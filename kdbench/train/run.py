@@ -33,16 +33,11 @@ from kdbench.results.files import StorageError, remove_temp_files, write_json_at
 from kdbench.results.lease import Lease, describe, read_lease, slurm_job
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
-from kdbench.train.loop import (
-    Models,
-    batch_indices,
-    collate,
-    evaluate,
-    lr_factor,
-    to_device,
-    train_step,
-)
-from kdbench.train.precision import check_weights, grad_scaler
+from kdbench.train.evaluation import describe as describe_protocol
+from kdbench.train.evaluation import evaluate
+from kdbench.train.loop import Models, lr_factor, to_device, train_step
+from kdbench.train.pipeline import resolve_workers, train_loader
+from kdbench.train.precision import autocast, check_weights, grad_scaler
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -68,8 +63,13 @@ def _datasets(name: str, options: str) -> tuple[Any, Any]:
     return cls("train", **json.loads(options)), cls("eval", **json.loads(options))
 
 
-def build_model(spec: RunSpec, num_classes: int, x_channels: int) -> torch.nn.Module:
+def build_model(
+    spec: RunSpec, num_classes: int, x_channels: int, *, weights: bool = True
+) -> torch.nn.Module:
+    """The run's model; ``weights=False`` skips the pretrained weights (a checkpoint follows)."""
     model = spec.model
+    head = {"head": model["head"]["name"], "head_options": model["head"]["options"]}
+    pretrained = model["pretrained"] if weights else None
     if spec.kind == "teacher":
         return TEACHERS.get(model["kind"])(
             model["backbone"],
@@ -77,13 +77,15 @@ def build_model(spec: RunSpec, num_classes: int, x_channels: int) -> torch.nn.Mo
             x_channels,
             x_backbone=model["x_backbone"],
             decoder_channels=model["decoder_channels"],
-            pretrained=model["pretrained"],
+            pretrained=pretrained,
+            **head,
         )
     return Segmenter(
         model["backbone"],
         num_classes,
         decoder_channels=model["decoder_channels"],
-        pretrained=model["pretrained"],
+        pretrained=pretrained,
+        **head,
     )
 
 
@@ -96,7 +98,7 @@ def load_teacher(
         raise KdbenchError(
             f"teacher run {teacher.id} is not complete; run the suite's teachers first"
         )
-    model = build_model(teacher, num_classes, x_channels)
+    model = build_model(teacher, num_classes, x_channels, weights=False)
     model.load_state_dict(checkpoint.load(store.run_dir(teacher.id) / "model.pt")["model"])
     model.eval()
     for p in model.parameters():
@@ -327,7 +329,13 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     for module in (model, method, teacher):
         if module is not None:
             module.to(device, memory_format=fmt)
-    models = Models(model, method, teacher if method.taps else None, uses_x=spec.kind == "teacher")
+    models = Models(
+        model,
+        method,
+        teacher if method.taps else None,
+        uses_x=spec.kind == "teacher",
+        aux_weight=model.aux_weight,
+    )
     return train_set, eval_set, models
 
 
@@ -351,12 +359,29 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     ckpt_path = store.checkpoint_path(spec.id)
     state = _restore(ckpt_path, models, optimizer, scaler)
 
+    protocol = {**spec.eval, "batch_size": spec.eval["batch_size"] or cfg["batch_size"]}
+    workers = resolve_workers(cfg["workers"])
+
     def evaluate_model() -> dict[str, Any]:
-        return evaluate(models.model, eval_set, models.uses_x, cfg["batch_size"], device, cfg)
+        return evaluate(
+            models.model,
+            eval_set,
+            uses_x=models.uses_x,
+            protocol=protocol,
+            device=device,
+            workers=workers,
+            autocast=functools.partial(autocast, device, cfg["amp"]),
+            channels_last=cfg["channels_last"],
+        )
 
     total = cfg["steps"]
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
+    batches = iter(
+        train_loader(
+            train_set, seed=spec.seed, train=cfg, normals=normals, start=state.step, device=device
+        )
+    )
     models.model.train()
     state.sessions.append({**session(), "step": state.step})
     window = state.window
@@ -366,11 +391,10 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         lr = cfg["lr"] * lr_factor(cfg["schedule"], step, total, cfg["warmup_steps"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        indices = batch_indices(len(train_set), cfg["batch_size"], spec.seed, step)
-        data = to_device(collate(train_set, indices), device, cfg["channels_last"])
+        data = to_device(next(batches), device, cfg["channels_last"])
         t0 = time.perf_counter()
         losses, skipped = train_step(
-            models, data, step, total, spec.seed, cfg, optimizer, scaler, device, normals
+            models, data, step, total, spec.seed, cfg, optimizer, scaler, device
         )
         window.append(losses)
         state.skipped_steps += skipped
@@ -413,6 +437,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     ckpt_path.unlink(missing_ok=True)
     return {
         "metrics": metrics,
+        "eval_protocol": describe_protocol(protocol),
         "best_val": state.best,
         "resumed_from": state.resumed_from,
         "sessions": state.sessions,

@@ -1,12 +1,13 @@
-"""Batch augmentation: identities, the normals flip, determinism, and golden resampling."""
+"""Sample augmentation: identities, the normals flip, determinism, golden resampling, and random
+scale + crop keeping rgb, x and label aligned."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kdbench.data.augment import augment_batch
-from kdbench.data.base import IGNORE_INDEX
+from kdbench.data.augment import DRAWS, augment_sample
+from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
 from kdbench.errors import KdbenchError
 
 N, H, W, K = 8, 12, 16, 7
@@ -25,11 +26,24 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def augment_batch(
+    rgb: torch.Tensor, x: torch.Tensor, label: torch.Tensor, generator: torch.Generator, **options
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`augment_sample` over a batch, the uniforms of each sample drawn from one generator."""
+    out = [
+        augment_sample(rgb[i], x[i], label[i], torch.rand(DRAWS, generator=generator).tolist(),
+                       **options)
+        for i in range(len(rgb))
+    ]
+    return tuple(torch.stack(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
+
+
 def test_no_flip_and_unit_scale_is_the_identity() -> None:
     rgb, x, label = batch()
-    out = augment_batch(rgb, x, label, gen(0), flip=False, scale=(1.0, 1.0), normals=True)
-    for a, b in zip(out, (rgb, x, label), strict=True):
-        assert torch.equal(a, b) and a.dtype == b.dtype
+    out = augment_sample(rgb[0], x[0], label[0], [0.1] * DRAWS, flip=False, scale=(1.0, 1.0),
+                         normals=True, crop=[H, W])
+    for a, b in zip(out, (rgb[0], x[0], label[0]), strict=True):
+        assert torch.equal(a, b) and a.data_ptr() == b.data_ptr()  # no copy
 
 
 @pytest.mark.parametrize("normals", [False, True])
@@ -101,7 +115,7 @@ def test_upscale_by_two_is_a_crop_of_the_pixel_replicated_label() -> None:
 
 def test_downscale_by_two_is_average_pooling_pasted_on_an_ignore_canvas() -> None:
     """s = 1/2: bilinear (align_corners=False) samples at 2i + 1/2, i.e. the mean of each 2 × 2
-    block; labels pick pixel (2i + 1, 2j + 1); the rest is padding (0 and IGNORE_INDEX)."""
+    block; labels and x pick pixel (2i + 1, 2j + 1); the rest is padding (0 and IGNORE_INDEX)."""
     rgb, x, label = batch()
     out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(6), flip=False, scale=(0.5, 0.5))
     h, w = H // 2, W // 2
@@ -117,6 +131,7 @@ def test_downscale_by_two_is_average_pooling_pasted_on_an_ignore_canvas() -> Non
                     expected[c, a, b] = rgb[i, c, 2 * a : 2 * a + 2, 2 * b : 2 * b + 2].mean()
         torch.testing.assert_close(out_rgb[i, :, y0 : y0 + h, x0 : x0 + w], expected)
         assert torch.equal(out_label[i, y0 : y0 + h, x0 : x0 + w], label[i, 1::2, 1::2])
+        assert torch.equal(out_x[i, :, y0 : y0 + h, x0 : x0 + w], x[i, :, 1::2, 1::2])
         assert (out_label[i][~inside] == IGNORE_INDEX).all()
         assert (out_rgb[i][:, ~inside] == 0).all() and (out_x[i][:, ~inside] == 0).all()
 
@@ -126,3 +141,73 @@ def test_bad_scale_range_raises(scale: tuple[float, float]) -> None:
     rgb, x, label = batch()
     with pytest.raises(KdbenchError, match="scale"):
         augment_batch(rgb, x, label, gen(0), scale=scale)
+
+
+def pattern(height: int, width: int, block: int = 8) -> tuple[torch.Tensor, ...]:
+    """Blocks of ``block`` pixels, block (a, b) of class (a + 2b) mod K, in rgb (every channel
+    the class), x (channel 0 the class, channel 1 the class + 100) and label alike."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    label = (ys // block + 2 * (xs // block)) % K
+    rgb = label.float()[None].repeat(3, 1, 1)
+    x = torch.stack([label.float(), label.float() + 100])
+    return rgb, x, label
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_scale_and_crop_keep_rgb_x_and_label_aligned(seed: int) -> None:
+    """Scale in [0.5, 2], crop 20 x 28 of a 24 x 36 pattern: x and label are resampled on the
+    same grid, so they agree exactly; rgb (bilinear) agrees inside the blocks; padding is 0 in
+    rgb and x and IGNORE_INDEX in the label."""
+    rgb, x, label = pattern(24, 36, block=6)
+    u = torch.rand(DRAWS, generator=gen(seed)).tolist()
+    out_rgb, out_x, out_label = augment_sample(
+        rgb, x, label, u, scale=(0.5, 2.0), crop=[20, 28], normals=False
+    )
+    assert out_rgb.shape == (3, 20, 28) and out_x.shape == (2, 20, 28)
+    assert out_label.shape == (20, 28)
+    valid = out_label != IGNORE_INDEX
+    assert valid.any()
+    assert torch.equal(out_x[0][valid], out_label[valid].float())
+    assert torch.equal(out_x[1][valid], out_label[valid].float() + 100)
+    assert (out_x[:, ~valid] == 0).all() and (out_rgb[:, ~valid] == 0).all()
+    # rgb: exact wherever the 3 x 3 neighbourhood of the label is one class
+    padded = torch.nn.functional.pad(out_label[None, None].float(), (1, 1, 1, 1), value=-1.0)
+    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)[0, 0].reshape(20, 28, 9)
+    flat = (windows == out_label[..., None]).all(-1) & valid
+    assert flat.sum() > 0.2 * valid.sum()
+    for c in range(3):
+        torch.testing.assert_close(out_rgb[c][flat], out_label[flat].float())
+
+
+def test_crop_flips_normals_and_pads_a_small_image() -> None:
+    """Scale 1 of a 10 x 12 image into a 16 x 20 crop: pasted whole at a random offset, padded;
+    flipped with u_0 < 1/2, normals' x-component negated."""
+    rgb, x, label = pattern(10, 12, block=3)
+    x = torch.stack([x[0], x[0] + 1, x[0] + 2])
+    u = [0.2, 0.0, 0.5, 0.9] + [0.5] * (DRAWS - 4)
+    out_rgb, out_x, out_label = augment_sample(
+        rgb, x, label, u, scale=(1.0, 1.0), crop=[16, 20], normals=True
+    )
+    valid = out_label != IGNORE_INDEX
+    rows, cols = torch.nonzero(valid, as_tuple=True)
+    y0, x0 = int(rows.min()), int(cols.min())
+    assert valid.sum() == 10 * 12
+    window = (slice(y0, y0 + 10), slice(x0, x0 + 12))
+    assert torch.equal(out_label[window], label.flip(-1))
+    assert torch.equal(out_rgb[:, window[0], window[1]], rgb.flip(-1))
+    assert torch.equal(out_x[0][window], -x[0].flip(-1))
+    assert torch.equal(out_x[1:, window[0], window[1]], x[1:].flip(-1))
+
+
+def test_jitter_changes_colour_only_and_stays_in_range() -> None:
+    rgb, x, label = batch()
+    u = [0.9, 0.5, 0.5, 0.5, 0.9, 0.1, 0.8, 0.5]
+    out_rgb, out_x, out_label = augment_sample(
+        rgb[0], x[0], label[0], u, flip=False, scale=(1.0, 1.0), jitter=0.4
+    )
+    assert torch.equal(out_x, x[0]) and torch.equal(out_label, label[0])
+    assert not torch.allclose(out_rgb, rgb[0])
+    mean = torch.tensor(RGB_MEAN)[:, None, None]
+    std = torch.tensor(RGB_STD)[:, None, None]
+    image = out_rgb * std + mean
+    assert image.min() >= -1e-6 and image.max() <= 1 + 1e-6

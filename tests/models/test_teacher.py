@@ -190,8 +190,10 @@ def test_pretrained_weights_load_into_both_branches(tmp_path: Path) -> None:
     model = _teacher("intermediate", seed=1, pretrained=str(path))
     rgb_sd, x_sd = model.rgb_encoder.body.state_dict(), model.x_encoder.body.state_dict()
     assert all(torch.equal(rgb_sd[k], saved[k]) for k in saved)
-    w = saved["conv1.0.weight"]  # (O, 3, k, k) -> (O, 2, k, k): repeat, keep 2, scale by 3/2
-    assert torch.allclose(x_sd["conv1.0.weight"], w[:, :CX] * 3 / CX)
+    w = saved["conv1.0.weight"]  # (O, 3, k, k) -> (O, C_x, k, k): the RGB mean, times 3 / C_x
+    expected = (w[:, 0] + w[:, 1] + w[:, 2])[:, None].repeat(1, CX, 1, 1) / CX
+    assert torch.allclose(x_sd["conv1.0.weight"], expected)
+    assert torch.allclose(x_sd["conv1.0.weight"].sum(1), w.sum(1))  # same response to a constant
     assert torch.equal(x_sd["layer3.0.conv2.weight"], saved["layer3.0.conv2.weight"])
     other = _teacher("intermediate", seed=1, pretrained=str(path), x_backbone="test_efficientnet")
     fresh = _teacher("intermediate", seed=1, x_backbone="test_efficientnet")
