@@ -138,3 +138,18 @@ def test_the_resolved_suite_cache_is_keyed_by_the_overrides(tmp_path: Path, own_
     assert [s.id for s in load_suite_cached(suite).runs] == first  # a hit
     assert [s.id for s in load_suite_cached(suite, ["train.steps=5"]).runs] != first
     assert len(list(own_cache.glob("*.json"))) == 2
+
+
+def test_a_data_folder_removed_after_caching_is_still_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "kitti").mkdir(parents=True)
+    monkeypatch.setenv("KDBENCH_DATA", str(data))
+    suite = ROOT / "suites" / "kitti.yaml"
+    assert main(["run", str(suite), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    (data / "kitti").rmdir()
+    capsys.readouterr()
+    assert main(["run", str(suite), "--dry-run", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kitti: data root" in err and "not found" in err
