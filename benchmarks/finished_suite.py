@@ -77,7 +77,8 @@ def main() -> None:
                     for path in (Path(tmp) / "cache").glob("*.json"):
                         path.unlink()
                 times.append(timed(command, env))
-            return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+            walls, cpus = zip(*times, strict=True)
+            return statistics.median(walls), statistics.median(cpus)
 
         rows = [
             ("python -c pass (reference)", median([sys.executable, "-c", "pass"])),
@@ -88,7 +89,8 @@ def main() -> None:
             ("kdbench status", median(status)),
         ]
     load = os.getloadavg()[0]
-    print(f"median of {args.repeat} fresh processes; {os.cpu_count()} CPUs, load average {load:.1f}")
+    cpus = os.cpu_count()
+    print(f"median of {args.repeat} fresh processes; {cpus} CPUs, load average {load:.1f}")
     print(f"  {'':42s} {'wall':>8s} {'CPU':>8s}")
     for label, (wall, cpu) in rows:
         print(f"  {label:42s} {wall:6.2f} s {cpu:6.2f} s")

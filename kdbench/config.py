@@ -416,7 +416,7 @@ def _methods_code(terms: tuple[tuple[str, dict[str, Any]], ...]) -> str:
 
 def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher and student run specs (teachers deduplicated)."""
-    from kdbench.registry import TEACHERS, load_plugin_file
+    from kdbench.registry import TEACHERS
 
     where = str(path)
     plugins = _plugins(settings["plugins"], path)

@@ -131,7 +131,9 @@ def test_a_finished_suite_answers_without_importing_torch(
     assert "| kd" in out.stdout if command == "run" else "complete" in out.stdout
 
 
-def test_the_resolved_suite_cache_is_keyed_by_the_overrides(tmp_path: Path, own_cache: Path) -> None:
+def test_the_resolved_suite_cache_is_keyed_by_the_overrides(
+    tmp_path: Path, own_cache: Path
+) -> None:
     suite = write_suite(tmp_path, "s")
     first = [s.id for s in load_suite_cached(suite).runs]
     assert len(list(own_cache.glob("*.json"))) == 1
