@@ -219,6 +219,8 @@ class Suite:
     settings: dict[str, Any]
     teachers: list[RunSpec]
     students: list[RunSpec]
+    data_roots: list[str] = field(default_factory=list)
+    """The data folders the suite's data sets read (checked again on a resolved-suite cache hit)."""
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -383,8 +385,11 @@ def _method_rows(
     return rows
 
 
-def _resolve_dataset(name: str, options: dict[str, Any], where: str) -> dict[str, Any]:
-    """The data set's options checked by name and type, defaults filled in; its data present."""
+def _resolve_dataset(
+    name: str, options: dict[str, Any], where: str, roots: list[str]
+) -> dict[str, Any]:
+    """The data set's options checked by name and type, defaults filled in; its data present
+    (its data folder, if it reads one, is appended to ``roots``)."""
     from kdbench.options import resolve_kwargs
     from kdbench.registry import DATASETS
 
@@ -397,9 +402,11 @@ def _resolve_dataset(name: str, options: dict[str, Any], where: str) -> dict[str
     check_available = getattr(cls, "check_available", None)
     if check_available is not None:
         try:
-            check_available(resolved)
+            root = check_available(resolved)
         except KdbenchError as exc:
             raise KdbenchError(f"{where}: datasets.{name}: {exc}") from None
+        if root is not None:
+            roots.append(str(root))
     return resolved
 
 
@@ -497,13 +504,14 @@ def _methods_code(terms: tuple[tuple[str, dict[str, Any]], ...]) -> str:
 
 def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher and student run specs (teachers deduplicated)."""
-    from kdbench.registry import TEACHERS, load_plugin_file
+    from kdbench.registry import TEACHERS
 
     where = str(path)
     plugins = _plugins(settings["plugins"], path)
     seeds = _seeds(settings, where)
+    roots: list[str] = []
     datasets = [
-        (name, _resolve_dataset(name, options, where))
+        (name, _resolve_dataset(name, options, where, roots))
         for name, options in _named_options(settings["datasets"], "datasets", where)
     ]
     students = _named_options(settings["students"], "students", where)
@@ -597,4 +605,4 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                             **common,
                         )
                     )
-    return Suite(settings["name"], path, settings, list(teachers.values()), student_runs)
+    return Suite(settings["name"], path, settings, list(teachers.values()), student_runs, roots)

@@ -257,7 +257,8 @@ def _float_options(cls: type[Method]) -> set[str]:
     return {
         p.name
         for p in params
-        if isinstance(p.default, float) or str(p.annotation).replace(" ", "") in {"float", "float|None"}
+        if isinstance(p.default, float)
+        or str(p.annotation).replace(" ", "") in {"float", "float|None"}
     }
 
 
@@ -267,7 +268,9 @@ def canonical(value: Any) -> Any:
 
 
 def _not_json(value: Any) -> Any:
-    raise KdbenchError(f"option value {value!r}: expected plain YAML data (numbers, strings, lists)")
+    raise KdbenchError(
+        f"option value {value!r}: expected plain YAML data (numbers, strings, lists)"
+    )
 
 
 def zero_loss(ref: Tensor) -> Tensor:

@@ -18,7 +18,6 @@ from typing import Any
 
 from kdbench.errors import KdbenchError
 
-
 INT_LIMIT = 2**63
 """Integers must fit in 64 bits (seeds, sizes, counts); floats must be finite."""
 

@@ -10,7 +10,8 @@ overrides the folder), where the key hashes everything resolution reads:
 - the source of the package (every ``.py`` of ``kdbench/`` and ``methods/``, so any change to a
   method's default or code), the installed versions of torch and timm, and the
   ``kdbench.methods`` entry points;
-- ``$KDBENCH_DATA`` (where the data roots are looked for).
+- ``$KDBENCH_DATA`` (where the data roots are looked for); the data folders themselves are
+  checked again on every hit.
 
 A hit costs reading YAML and hashing a few hundred kilobytes of source. A miss, an unreadable or
 an unwritable cache means resolving the suite as :func:`kdbench.config.load_suite` does, with the
@@ -82,6 +83,7 @@ def _to_json(suite: Suite) -> dict[str, Any]:
         "settings": suite.settings,
         "teachers": [s.to_dict() for s in suite.teachers],
         "students": [s.to_dict() for s in suite.students],
+        "data_roots": suite.data_roots,
     }
 
 
@@ -92,6 +94,7 @@ def _from_json(data: dict[str, Any], path: Path) -> Suite:
         data["settings"],
         [RunSpec.from_dict(c) for c in data["teachers"]],
         [RunSpec.from_dict(c) for c in data["students"]],
+        data["data_roots"],
     )
 
 
@@ -105,7 +108,9 @@ def load_suite_cached(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
     key = cache_key(path, overrides)
     cached = cache_dir() / f"{key}.json"
     try:
-        return _from_json(json.loads(cached.read_text()), path)
+        suite = _from_json(json.loads(cached.read_text()), path)
+        if all(Path(root).is_dir() for root in suite.data_roots):
+            return suite  # else resolve again, for the one-line missing-data error
     except (OSError, ValueError, KeyError, TypeError):
         pass
     suite = load_suite(path, overrides)

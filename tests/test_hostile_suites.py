@@ -135,10 +135,8 @@ BAD_YAML = [
     "   \n# only a comment\n",
     "&a [*a]\n",
     "a: &a [*a, *a]\nname: x\n",
-    "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
-    "name: bomb\nseeds: *f\n",
+    "".join(f"{b}: &{b} [{', '.join([f'*{a}' if a else 'x'] * 10)}]\n"
+            for a, b in zip(["", *"abcde"], "abcdef", strict=False)) + "name: bomb\nseeds: *f\n",
     "!!python/object/apply:os.system ['echo hi']\n",
 ]
 

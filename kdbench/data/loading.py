@@ -300,7 +300,7 @@ class FolderDataset(Dataset, ABC):
         return path
 
     @classmethod
-    def check_available(cls, options: dict[str, Any]) -> None:
-        """Raise the one-line missing-data error now if the data root of ``options`` is absent
+    def check_available(cls, options: dict[str, Any]) -> Path:
+        """The data root of ``options``; the one-line missing-data error now if it is absent
         (suite validation calls this before anything starts or is submitted)."""
-        cls._resolve_root(options.get("root"))
+        return cls._resolve_root(options.get("root"))

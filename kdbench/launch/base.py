@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 RunFn = Callable[..., dict[str, Any]]
-"""``train_run(spec, results_dir, progress=None) -> record``; picklable (it lives in the installed
-package). ``progress`` is an optional callback for in-process progress lines."""
+"""``train_run(spec, results_dir, progress=None, wait=False) -> record``; picklable (it lives in
+the installed package). ``progress`` is an optional callback for in-process progress lines;
+``wait`` makes it wait for a run another live process holds instead of returning that run's
+``status == "running"`` record (see :func:`kdbench.train.run.train_run`)."""
 
 
 class Executor(Protocol):

@@ -168,7 +168,11 @@ class SlurmExecutor:
             for spec in students:
                 if spec.teacher_id in jobs:
                     by_teacher.setdefault(spec.teacher_id, []).append(spec)
-                elif spec.teacher_id in records or store.status(spec.teacher_id) == "complete":
+                elif (
+                    spec.teacher_id is None  # the baseline reads no teacher
+                    or spec.teacher_id in records
+                    or store.status(spec.teacher_id) == "complete"
+                ):
                     by_teacher.setdefault(None, []).append(spec)
                 else:
                     records[spec.id] = self._fail(

@@ -233,7 +233,8 @@ def select_students(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         ids = clash.loc[(clash[key] == first[key]).all(axis=1), "id"].tolist()
         where = ", ".join(f"{a}={first[a]}" for a in key)
         raise KdbenchError(
-            f"several complete runs for {where}: {', '.join(ids)}; keep one (e.g. --where suite=…)"
+            f"several complete runs for {where}: {', '.join(ids)}; keep one "
+            "(e.g. --suite FILE or --where suite=…)"
         )
     rank = students["status"].map(_STATUS_RANK).fillna(2)
     students = students.assign(_rank=rank, _mixed=_mixtures(students, [*spec.rows, *spec.cols]))

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kdbench.errors import KdbenchError
 from kdbench.results.files import write_json_atomic
 
 LEASE = "lease.json"
@@ -149,7 +150,7 @@ class Lease:
         while not self._stop.wait(expiry_s() / 4):
             try:
                 self.beat()
-            except OSError:
+            except (OSError, KdbenchError):
                 continue  # a full disk: keep trying; the run itself reports the error
             if self.lost:
                 return

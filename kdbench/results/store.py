@@ -1,15 +1,19 @@
 """The run store: one folder per run under ``<results>/runs/<run id>/``.
 
 Each run folder holds ``record.json`` (the record below, written atomically by a temp file and a
-rename, so a reader never sees half a record), ``history.json`` (the training curves, kept apart
-so that tables never parse them), ``model.pt`` (the final weights) and, while the run trains,
-``checkpoint.pt``.
+rename, so a reader never sees half a record, see :mod:`kdbench.results.files`),
+``history.json`` (the training curves, kept apart so that tables never parse them), ``model.pt``
+(the final weights) and, while the run trains, ``checkpoint.pt`` and ``lease.json`` (the one
+process allowed to write the run, see :mod:`kdbench.results.lease`; ``.lease.lock`` serialises
+taking it). A record that cannot be read or lacks a required field is *corrupt*
+(:class:`CorruptRecord`, with the reason); :meth:`RunStore.quarantine` moves it aside.
 
 A record is a JSON object:
 
 - ``id``: the run id (12 hex digits, a hash of the resolved config), ``suite``: the suite name;
 - ``kind``: ``"teacher"`` or ``"student"``;
-- ``status``: ``"complete"``, ``"failed"`` or ``"running"``;
+- ``status``: ``"complete"``, ``"failed"`` or ``"running"`` (:meth:`RunStore.status` adds
+  ``"interrupted"``: running, but no live process holds the lease; ``"corrupt"``; ``"missing"``);
 - ``axes``: the grid coordinates used by tables: ``dataset``, ``student`` (backbone name; for a
   teacher, its RGB backbone), ``method`` (row label, e.g. ``"kd"``, ``"kd+cwd"``; ``"teacher"``
   for teachers), ``seed``, ``teacher`` (the teacher's run id; null for a teacher);
@@ -19,7 +23,10 @@ A record is a JSON object:
   final model; ``best_val`` the best periodic evaluation (logged, never the headline);
 - ``timing``: ``wall_time_s``, ``step_time_s`` (mean seconds per training step), ``peak_memory_mb``;
 - ``extra_params``: trainable parameters the method adds; ``student_params``;
-- ``env``: library versions, device, host; ``error`` (failed runs): one line; ``traceback``.
+- ``env``: library versions, device, host; ``error`` (failed runs): one line; ``traceback``;
+- ``provenance``: ``kdbench`` version, ``package_hash`` (all package source), ``git`` (commit and
+  dirty flag, or null); ``sessions``: who trained the run (host, pid, SLURM job, start step);
+  ``resumed_from``: the steps it resumed at.
 """
 
 from __future__ import annotations

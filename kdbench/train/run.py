@@ -7,6 +7,7 @@ writes a ``failed`` record (one-line error plus traceback) instead of raising.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -289,24 +290,32 @@ def _save(
 def _restore(
     path: Path, models: Models, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
 ) -> TrainState:
-    """Load the run's own checkpoint into the modules; a fresh state if there is none."""
+    """Load the run's own checkpoint into the modules; a fresh state if there is none.
+
+    A checkpoint that cannot be loaded (garbage, a missing field, shapes of another model) is
+    moved aside to ``checkpoint.pt.corrupt`` and the modules keep their initial state: the run
+    starts again from step 0, exactly as a fresh one.
+    """
     if not path.exists():
         return TrainState()
+    targets = {"model": models.model, "method": models.method, "optimizer": optimizer,
+               "scaler": scaler}
+    initial = {key: copy.deepcopy(target.state_dict()) for key, target in targets.items()}
     try:
         saved = checkpoint.load(path)
-        missing = [f.name for f in fields(TrainState) if f.name not in saved]
+        missing = [k for k in [*targets, *(f.name for f in fields(TrainState))] if k not in saved]
         if missing:
             raise KdbenchError(f"{path}: incomplete checkpoint (no {', '.join(missing)})")
-        models.model.load_state_dict(saved["model"])
-        models.method.load_state_dict(saved["method"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-    except (KdbenchError, KeyError, RuntimeError, ValueError) as exc:
+        for key, target in targets.items():
+            target.load_state_dict(saved[key])
+        state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
+    except (KdbenchError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        for key, target in targets.items():
+            target.load_state_dict(initial[key])
         aside = path.with_name(f"{path.name}.corrupt")
         path.replace(aside)
         print(f"kdbench: {exc}; moved to {aside}, training from step 0", file=sys.stderr)
-        return _restore(path, models, optimizer, scaler)
-    state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
+        return TrainState()
     state.resumed_from = [*state.resumed_from, state.step]
     return state
 

@@ -108,7 +108,7 @@ def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
         deadline = time.monotonic() + 120  # a random moment once this process trains a run
         while not holds_a_lease(results, proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.5, 6.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     final = subprocess.run(kdbench_cmd(suite, results), cwd=tmp_path, capture_output=True,
