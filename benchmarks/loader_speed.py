@@ -5,7 +5,9 @@ that size: smooth surfaces, texture and noise, so PNG decoding costs about what 
 cost; label ids, uint16 disparity and camera json as cityscapesScripts writes them), then
 reads it through kdbench's training pipeline with CIRKD's recipe (decode, disparity -> depth
 -> x, random scale 0.5-2.0, crop 512x1024, flip) with 0, 1 and 2 DataLoader workers, and
-prints samples per second (after the first batch, so worker start-up is excluded).
+prints samples per second (after the first batch, so worker start-up is excluded) and the
+training process's CPU seconds per sample (with 0 workers: the whole cost of decoding and
+augmenting a sample; with workers: what remains on the training process).
 
 Beside it, the work the loader must feed, measured in the same run: one training step of the
 Cityscapes suite's student (DeepLabV3 ResNet-18, output stride 8, auxiliary head) on a
@@ -66,16 +68,20 @@ def write_tree(root: Path, count: int) -> None:
         path.write_text(json.dumps(camera))
 
 
-def loader_rate(dataset: Cityscapes, workers: int, batches: int, batch: int) -> float:
-    """Samples per second over ``batches`` batches after the first."""
+def loader_rate(
+    dataset: Cityscapes, workers: int, batches: int, batch: int
+) -> tuple[float, float]:
+    """(samples per second, CPU seconds of this process per sample) over ``batches`` batches
+    after the first; with 0 workers the CPU time is the whole cost of a sample."""
     train = {**RECIPE, "batch_size": batch, "steps": batches + 1, "workers": workers}
     loader = iter(train_loader(dataset, seed=0, train=train, normals=False, start=0,
                                device=torch.device("cpu")))
     next(loader)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(loader)
-    return batches * batch / (time.perf_counter() - t0)
+    samples = batches * batch
+    return samples / (time.perf_counter() - t0), (time.process_time() - c0) / samples
 
 
 def step_seconds(batch: int, repeats: int = 3) -> float:
@@ -119,8 +125,9 @@ def main() -> None:
         dataset[0]
         print(f"decode one sample (no augmentation): {time.perf_counter() - t0:.3f} s")
         for workers in (0, 1, 2):
-            rate = loader_rate(dataset, workers, args.batches, args.batch)
-            print(f"loader, {workers} workers: {rate:6.2f} samples/s ({1 / rate:.3f} s/sample)")
+            rate, cpu = loader_rate(dataset, workers, args.batches, args.batch)
+            print(f"loader, {workers} workers: {rate:6.2f} samples/s ({1 / rate:.3f} s/sample; "
+                  f"main process CPU {cpu:.3f} s/sample)")
     per_sample = step_seconds(args.batch)
     print(f"training step (DeepLabV3 R18 OS8 + aux, 512x1024, CPU, {torch.get_num_threads()} "
           f"threads): {per_sample:.2f} s/sample ({1 / per_sample:.3f} samples/s)")
