@@ -135,7 +135,7 @@ def _describe_record(record: dict | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from kdbench.registry import DATASETS, METHODS, TEACHERS
+    from kdbench.registry import DATASETS, HEADS, METHODS, TEACHERS
 
     if args.what == "methods":
         from kdbench.method import method_options
@@ -151,6 +151,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "teachers":
         for entry in TEACHERS:
             print(f"{entry.name:14s} {entry.description}")
+    elif args.what == "heads":
+        for entry in HEADS:
+            print(f"{entry.name:10s} {entry.description}")
+        print("options of every head: output_stride (8, 16, 32), aux (weight), aux_stage")
     else:
         from kdbench.models.backbone import describe_backbones
 
@@ -158,7 +162,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:24s} {description}")
         print(
             "Any other timm model name works too (`python -c 'import timm; "
-            "print(timm.list_models())'`); weights load only from a local file."
+            "print(timm.list_models())'`); pretrained: true takes timm's default weights, "
+            "pretrained: PATH a local file."
         )
     return EXIT_OK
 
@@ -199,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
     suite_command("status", "list every run of a suite and its state").set_defaults(func=cmd_status)
-    lst = sub.add_parser("list", help="list registered methods, backbones, datasets or teachers")
-    lst.add_argument("what", choices=("methods", "backbones", "datasets", "teachers"))
+    lst = sub.add_parser(
+        "list", help="list registered methods, backbones, datasets, teachers or heads"
+    )
+    lst.add_argument("what", choices=("methods", "backbones", "datasets", "teachers", "heads"))
     lst.set_defaults(func=cmd_list)
     from kdbench.report.commands import add_commands
 

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
@@ -42,6 +41,62 @@ def _placement(size: int, scaled: int, u: float) -> tuple[int, int, int]:
     if scaled >= size:
         return offset, 0, size
     return 0, offset, scaled
+
+
+Window = tuple[int, int, int, int]
+"""Along one axis: (first output pixel, output length, input size, resized size)."""
+
+
+def _nearest_index(window: Window) -> Tensor:
+    """Input pixel of each output pixel of the window, nearest-exact: min(floor((i + 1/2)·in/out),
+    in − 1), computed in float32 as ``F.interpolate`` does (so the two agree where
+    (i + 1/2)·in/out is an integer)."""
+    start, length, size_in, size_out = window
+    i = torch.arange(start, start + length, dtype=torch.float32) + 0.5
+    scale = torch.tensor(size_in / size_out, dtype=torch.float32)
+    return (i * scale).floor().long().clamp(0, size_in - 1)
+
+
+def _linear_index(window: Window) -> tuple[Tensor, Tensor, Tensor]:
+    """(floor c, min(floor c + 1, in − 1), c − floor c) with c = max((i + 1/2)·in/out − 1/2, 0),
+    the bilinear source coordinate of each output pixel (align_corners=False), in float64."""
+    start, length, size_in, size_out = window
+    i = torch.arange(start, start + length, dtype=torch.float64)
+    c = ((i + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
+    low = c.floor()
+    frac = c - low
+    low = low.long().clamp(max=size_in - 1)
+    return low, (low + 1).clamp(max=size_in - 1), frac
+
+
+def _box(t: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, int, int]:
+    """The view of ``t`` (C, H, W) over the rows and columns the indices touch, with offsets,
+    so that indexing reads only that box of a large image."""
+    r0, c0 = int(rows.min()), int(cols.min())
+    return t[:, r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1], r0, c0
+
+
+def nearest_window(t: Tensor, rows: Window, cols: Window) -> Tensor:
+    """The window of (C, H, W) ``t`` resized by nearest neighbour on pixel centres
+    ("nearest-exact", :func:`_nearest_index`). Computes only the window, never the whole
+    resized image."""
+    r, c = _nearest_index(rows), _nearest_index(cols)
+    box, r0, c0 = _box(t, r, c)
+    return box.index_select(1, r - r0).index_select(2, c - c0)
+
+
+def bilinear_window(t: Tensor, rows: Window, cols: Window) -> Tensor:
+    """The window of (C, H, W) float ``t`` resized bilinearly (align_corners=False, no
+    antialiasing, as ``F.interpolate``): along each axis, value (1 − f)·t[floor c] +
+    f·t[min(floor c + 1, in − 1)] (:func:`_linear_index`); rows first, then columns. Computes
+    only the window, never the whole resized image."""
+    r_low, r_high, r_frac = _linear_index(rows)
+    c_low, c_high, c_frac = _linear_index(cols)
+    box, r0, c0 = _box(t, torch.cat([r_low, r_high]), torch.cat([c_low, c_high]))
+    top, bottom = box.index_select(1, r_low - r0), box.index_select(1, r_high - r0)
+    out = top + (bottom - top) * r_frac.to(t.dtype)[None, :, None]
+    left, right = out.index_select(2, c_low - c0), out.index_select(2, c_high - c0)
+    return left + (right - left) * c_frac.to(t.dtype)[None, None, :]
 
 
 def jitter_rgb(rgb: Tensor, strength: float, u: Sequence[float]) -> Tensor:
@@ -91,7 +146,9 @@ def augment_sample(
     - crop to ``crop`` = (h, w) (default: (H, W)) at a random integer offset (u_2, u_3) where
       the scaled image is larger, or paste it at a random offset onto a canvas of 0 (rgb: the
       mean colour after normalisation; x: invalid) and :data:`IGNORE_INDEX` (label) where it
-      is smaller, each axis on its own;
+      is smaller, each axis on its own. Only the cropped window of the resized image is
+      computed (:func:`bilinear_window`, :func:`nearest_window`), so the cost is that of the
+      crop, not of an image scaled up to 2x;
     - flip horizontally if ``flip`` and u_0 < 1/2 (with ``normals``, x[0] ← −x[0]).
 
     Returns new tensors of shapes (3, h, w), (C, h, w), (h, w); the inputs are not modified.
@@ -110,21 +167,16 @@ def augment_sample(
     rgb = jitter_rgb(rgb, jitter, u_colour[:3])
     s = low + (high - low) * u_scale
     sh, sw = max(1, math.floor(s * h + 0.5)), max(1, math.floor(s * w + 0.5))
-    image, depth, lab = rgb[None], x[None], label[None, None]
-    if (sh, sw) != (h, w):
-        image = F.interpolate(image, size=(sh, sw), mode="bilinear", align_corners=False)
-        depth = F.interpolate(depth, size=(sh, sw), mode="nearest-exact")
-        lab = F.interpolate(lab.float(), size=(sh, sw), mode="nearest-exact").long()
     src_y, dst_y, len_y = _placement(ch, sh, u_y)
     src_x, dst_x, len_x = _placement(cw, sw, u_x)
+    rows, cols = (src_y, len_y, h, sh), (src_x, len_x, w, sw)
     out_rgb = rgb.new_zeros(3, ch, cw)
     out_x = x.new_zeros(x.shape[0], ch, cw)
     out_label = label.new_full((ch, cw), IGNORE_INDEX)
-    source = (slice(src_y, src_y + len_y), slice(src_x, src_x + len_x))
     target = (slice(dst_y, dst_y + len_y), slice(dst_x, dst_x + len_x))
-    out_rgb[:, target[0], target[1]] = image[0, :, source[0], source[1]]
-    out_x[:, target[0], target[1]] = depth[0, :, source[0], source[1]]
-    out_label[target] = lab[0, 0][source]
+    out_rgb[:, target[0], target[1]] = bilinear_window(rgb, rows, cols)
+    out_x[:, target[0], target[1]] = nearest_window(x, rows, cols)
+    out_label[target] = nearest_window(label[None], rows, cols)[0]
     if flip and u_flip < 0.5:
         out_rgb, out_x, out_label = out_rgb.flip(-1), out_x.flip(-1), out_label.flip(-1)
         if normals:

@@ -31,8 +31,9 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`augment_sample` over a batch, the uniforms of each sample drawn from one generator."""
     out = [
-        augment_sample(rgb[i], x[i], label[i], torch.rand(DRAWS, generator=generator).tolist(),
-                       **options)
+        augment_sample(
+            rgb[i], x[i], label[i], torch.rand(DRAWS, generator=generator).tolist(), **options
+        )
         for i in range(len(rgb))
     ]
     return tuple(torch.stack(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
@@ -40,8 +41,16 @@ def augment_batch(
 
 def test_no_flip_and_unit_scale_is_the_identity() -> None:
     rgb, x, label = batch()
-    out = augment_sample(rgb[0], x[0], label[0], [0.1] * DRAWS, flip=False, scale=(1.0, 1.0),
-                         normals=True, crop=[H, W])
+    out = augment_sample(
+        rgb[0],
+        x[0],
+        label[0],
+        [0.1] * DRAWS,
+        flip=False,
+        scale=(1.0, 1.0),
+        normals=True,
+        crop=[H, W],
+    )
     for a, b in zip(out, (rgb[0], x[0], label[0]), strict=True):
         assert torch.equal(a, b) and a.data_ptr() == b.data_ptr()  # no copy
 
@@ -59,8 +68,7 @@ def test_flipping_twice_is_the_identity(normals: bool) -> None:
 def test_flip_negates_the_normals_x_component() -> None:
     """Each sample is either unchanged or mirrored, with x-channel 0 negated only for normals."""
     rgb, x, label = batch()
-    out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(5), scale=(1.0, 1.0),
-                                              normals=True)
+    out_rgb, out_x, out_label = augment_batch(rgb, x, label, gen(5), scale=(1.0, 1.0), normals=True)
     flipped = 0
     for i in range(N):
         if torch.equal(out_rgb[i], rgb[i]):
@@ -108,8 +116,12 @@ def test_upscale_by_two_is_a_crop_of_the_pixel_replicated_label() -> None:
     out_label = augment_batch(rgb, x, label, gen(4), flip=False, scale=(2.0, 2.0))[2]
     for i in range(N):
         big = label[i].repeat_interleave(2, 0).repeat_interleave(2, 1)
-        windows = [(dy, dx) for dy in range(H + 1) for dx in range(W + 1)
-                   if torch.equal(big[dy : dy + H, dx : dx + W], out_label[i])]
+        windows = [
+            (dy, dx)
+            for dy in range(H + 1)
+            for dx in range(W + 1)
+            if torch.equal(big[dy : dy + H, dx : dx + W], out_label[i])
+        ]
         assert windows
 
 
@@ -211,3 +223,37 @@ def test_jitter_changes_colour_only_and_stays_in_range() -> None:
     std = torch.tensor(RGB_STD)[:, None, None]
     image = out_rgb * std + mean
     assert image.min() >= -1e-6 and image.max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("size_out", "window"),
+    [
+        ((23, 41), (3, 15, 5, 30)),
+        ((7, 9), (0, 7, 0, 9)),
+        ((24, 32), (4, 12, 8, 16)),
+        ((13, 16), (2, 9, 0, 16)),
+    ],
+)
+def test_windows_equal_a_crop_of_the_whole_resized_image(
+    size_out: tuple[int, int], window: tuple[int, int, int, int]
+) -> None:
+    from kdbench.data.augment import bilinear_window, nearest_window
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(3, H, W, generator=g)
+    label = torch.randint(0, K, (1, H, W), generator=g)
+    y0, ly, x0, lx = window
+    rows, cols = (y0, ly, H, size_out[0]), (x0, lx, W, size_out[1])
+    whole = torch.nn.functional.interpolate(
+        image[None], size=size_out, mode="bilinear", align_corners=False
+    )[0]
+    torch.testing.assert_close(
+        bilinear_window(image, rows, cols),
+        whole[:, y0 : y0 + ly, x0 : x0 + lx],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    nearest = torch.nn.functional.interpolate(
+        label[None].float(), size=size_out, mode="nearest-exact"
+    )[0].long()
+    assert torch.equal(nearest_window(label, rows, cols), nearest[:, y0 : y0 + ly, x0 : x0 + lx])

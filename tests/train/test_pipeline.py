@@ -80,7 +80,7 @@ def test_a_run_gives_identical_metrics_with_0_and_2_workers(tmp_path: Path) -> N
         path = tmp_path / f"w{workers}.yaml"
         path.write_text(yaml.safe_dump({**suite, "train": {**suite["train"], "workers": workers}}))
         (teacher,) = load_suite(path).teachers
-        records.append(train_run(teacher, tmp_path / "results"))
+        records.append(train_run(teacher, tmp_path / f"results-{workers}"))
     assert [r["status"] for r in records] == ["complete", "complete"]
     assert records[0]["metrics"] == records[1]["metrics"]
     assert records[0]["eval_protocol"]["labels"] == "native resolution"
