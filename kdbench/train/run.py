@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.cpus import configure_threads
 from kdbench.errors import KdbenchError
+from kdbench.launch.context import Stopped, current_attempt, end_attempt, stop_requested
 from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
@@ -128,11 +130,16 @@ def peak_memory_mb(device: torch.device) -> float:
 def train_run(
     spec: RunSpec, results_dir: str | Path, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Train and evaluate ``spec`` unless its record is complete; return its record."""
+    """Train and evaluate ``spec`` unless its record is complete; return its record.
+
+    A stop request (:mod:`kdbench.launch.context`) checkpoints the run at a step boundary,
+    records the attempt as ``stopped`` and raises :class:`Stopped` to the caller."""
     store = RunStore(results_dir)
     existing = store.load(spec.id)
     if existing is not None and existing.get("status") == "complete":
         return existing
+    attempts = list((existing or {}).get("attempts", []))
+    attempt = current_attempt()
     record: dict[str, Any] = {
         "id": spec.id,
         "suite": spec.suite,
@@ -141,11 +148,17 @@ def train_run(
         "axes": spec.axes,
         "config": spec.to_dict(),
         "started": time.time(),
+        "attempts": [*attempts, attempt],
     }
     store.write(record)
     try:
         record.update(_train(spec, store, progress))
         record["status"] = "complete"
+    except Stopped as exc:
+        record.update(status="stopped", stopped=str(exc))
+        record["attempts"] = [*attempts, end_attempt(attempt, "stopped")]
+        store.write(record)
+        raise
     except Exception as exc:  # a failed run is a record, never a lost suite
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         record.update(
@@ -154,6 +167,7 @@ def train_run(
             traceback=traceback.format_exc(),
         )
     record["finished"] = time.time()
+    record["attempts"] = [*attempts, end_attempt(attempt, record["status"])]
     store.write(record)
     return record
 
@@ -180,6 +194,8 @@ class TrainState:
     step_time: float = 0.0
     """Seconds spent inside training steps, over all sessions."""
     resumed_from: list[int] = field(default_factory=list)
+    window: list[dict[str, float]] = field(default_factory=list)
+    """The step losses since the last history entry (kept across a stop between two entries)."""
 
 
 def _save(
@@ -214,7 +230,7 @@ def _restore(
     models.method.load_state_dict(saved["method"])
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
-    state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
+    state = TrainState(**{f.name: saved[f.name] for f in fields(TrainState) if f.name in saved})
     state.resumed_from = [*state.resumed_from, state.step]
     return state
 
@@ -252,6 +268,7 @@ def _log_entry(
 
 def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
     start = time.perf_counter()
+    cpu_threads = configure_threads()
     device = pick_device(spec.device)
     cfg = spec.train
     train_set, eval_set, models = _build(spec, store, device)
@@ -268,7 +285,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
     models.model.train()
-    window: list[dict[str, float]] = []
+    window = state.window
     session_start, session_step = time.perf_counter(), state.step
     while state.step < total:
         step = state.step
@@ -287,7 +304,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
-            window = []
+            window.clear()
             if progress is not None:
                 per_step = (time.perf_counter() - session_start) / (step - session_step)
                 progress(
@@ -305,7 +322,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             state.history.append({"step": step, "eval": headline})
             if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
                 state.best = {"step": step, **headline}
-        if step % cfg["checkpoint_every"] == 0 and step < total:
+        reason = stop_requested() if step < total else None
+        if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
             _save(
                 ckpt_path,
                 state,
@@ -314,6 +332,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                 scaler,
                 state.elapsed + time.perf_counter() - start,
             )
+        if reason:
+            raise Stopped(reason, step)
 
     metrics = evaluate_model()
     checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
@@ -333,7 +353,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
-        "env": environment(device),
+        "env": {**environment(device), "cpu_threads": cpu_threads},
     }
 
 
