@@ -66,9 +66,11 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["SLURM_CPUS_PER_TASK"] = "1"
-    print(f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}; SLURM_CPUS_PER_TASK=1; "
-          f"one busy process beside; backbone {args.backbone}, batch 8x3x64x128, kd; median of "
-          f"{args.steps} steps per case, {args.rounds} rounds")
+    print(
+        f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}; SLURM_CPUS_PER_TASK=1; "
+        f"one busy process beside; backbone {args.backbone}, batch 8x3x64x128, kd; median of "
+        f"{args.steps} steps per case, {args.rounds} rounds"
+    )
     busy = subprocess.Popen([sys.executable, "-c", BUSY])
     results: dict[str, list[float]] = {"default": [], "fixed": []}
     threads: dict[str, int] = {}
@@ -77,7 +79,10 @@ def main() -> None:
             for case in results:
                 out = subprocess.run(
                     [sys.executable, "-c", STEP, case, args.backbone, str(args.steps)],
-                    env=env, capture_output=True, text=True, check=True,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
                 results[case].append(figures["median_s"])
@@ -87,8 +92,10 @@ def main() -> None:
         busy.wait()
     medians = {case: statistics.median(times) for case, times in results.items()}
     for case, median in medians.items():
-        print(f"{case:8s} {threads[case]} thread(s)  kd step {median * 1e3:9.1f} ms  "
-              f"(rounds: {', '.join(f'{t * 1e3:.1f}' for t in results[case])})")
+        print(
+            f"{case:8s} {threads[case]} thread(s)  kd step {median * 1e3:9.1f} ms  "
+            f"(rounds: {', '.join(f'{t * 1e3:.1f}' for t in results[case])})"
+        )
     print(f"default / fixed: {medians['default'] / medians['fixed']:.1f}x")
 
 

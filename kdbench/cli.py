@@ -68,7 +68,14 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
     if kind == "slurm":
         from kdbench.launch.slurm import from_options
 
+        options.pop("jobs", None)  # the local executor's option
+
         return from_options(options, results / "slurm")
+    from kdbench.launch.workers import WorkerExecutor, check_jobs
+
+    jobs = check_jobs(args.jobs if args.jobs is not None else options.get("jobs", 1), "--jobs")
+    if jobs > 1:
+        return WorkerExecutor(jobs)
     from kdbench.launch.local import LocalExecutor
 
     return LocalExecutor()
@@ -163,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=("local", "slurm"),
         help="where runs train (default: the suite's launch.executor, else local)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local executor: train N runs at once, each pinned to its share of the CPUs "
+        "(or one GPU) (default: the suite's launch.jobs, else 1 = in this process)",
     )
     run.set_defaults(func=cmd_run)
     suite_command("status", "list every run of a suite and its state").set_defaults(func=cmd_status)

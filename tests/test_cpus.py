@@ -21,11 +21,17 @@ PROBE = (
 
 
 def probe(cpus: str, **env: str) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                                "SLURM_CPUS_PER_TASK")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SLURM_CPUS_PER_TASK")
+    }
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, cpus], env={**environ, **env}, capture_output=True,
-        text=True, check=True,
+        [sys.executable, "-c", PROBE, cpus],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -64,7 +70,9 @@ def test_threads_follow_the_affinity_mask() -> None:
 def test_threads_follow_slurm_cpus_per_task_and_an_explicit_omp_setting() -> None:
     slurm = probe("0,1", SLURM_CPUS_PER_TASK="1")
     assert (slurm["threads"], slurm["interop_threads"], slurm["source"]) == (
-        1, 1, "SLURM_CPUS_PER_TASK",
+        1,
+        1,
+        "SLURM_CPUS_PER_TASK",
     )
     omp = probe("0,1", OMP_NUM_THREADS="1")
     assert (omp["cpus"], omp["threads"], omp["source"]) == (2, 1, "OMP_NUM_THREADS")

@@ -45,7 +45,9 @@ def stop_at(step: int):  # noqa: ANN201
 
 
 def test_a_stopped_run_resumes_exactly(
-    suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    suite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     (teacher,) = suite.teachers
     (kd,) = suite.students
