@@ -41,15 +41,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{n_pending} to run; results in {results}",
         file=sys.stderr,
     )
+    from kdbench.launch.slurm import SlurmExecutor
+
+    executor = _executor(args, suite, results) if n_pending else None
+    slurm = isinstance(executor, SlurmExecutor)
+    if args.detach and executor is not None and not slurm:
+        raise KdbenchError("--detach: only with the slurm executor (--executor slurm)")
     if args.dry_run:
         for wave in pending:
             for spec in wave:
                 print(f"{spec.id}  {spec.describe()}")
+        if slurm:  # the sbatch flags of every array and dependency
+            print(executor.describe(executor.plan(pending, results)))  # type: ignore[union-attr]
         return EXIT_OK
-    if n_pending:
-        executor = _executor(args, suite, results)
+    if executor is not None:
         from kdbench.train.run import train_run
 
+        if args.detach:
+            print(executor.detach(pending, results, train_run))  # type: ignore[union-attr]
+            return EXIT_OK
         records = executor.run(pending, results, train_run)
         failed = [r for r in records if r["status"] != "complete"]
     else:
@@ -89,22 +99,37 @@ def _print_summary(results: Path, suite: Suite) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from kdbench.config import load_suite
+    from kdbench.launch.slurm_state import run_states
     from kdbench.results.store import RunStore
 
     suite = load_suite(args.suite, args.set)
-    store = RunStore(_results_dir(args, suite.name))
+    results = _results_dir(args, suite.name)
+    store = RunStore(results)
+    records = {spec.id: store.load(spec.id) for spec in suite.runs}
+    states = run_states(results / "slurm", records)  # SLURM's view of submitted runs
     counts: dict[str, int] = {}
     for spec in suite.runs:
-        record = store.load(spec.id)
-        state = "missing" if record is None else record.get("status", "failed")
+        record, run = records[spec.id], states[spec.id]
+        state = run.state
         counts[state] = counts.get(state, 0) + 1
-        detail = ""
+        detail = run.detail
         if state == "complete":
             detail = f"mIoU {record['metrics']['miou']:.2f}"  # type: ignore[index]
-        elif state == "failed":
-            detail = record.get("error", "")  # type: ignore[union-attr]
+        if run.job:
+            detail += f"  [job {run.job}, log {run.log}]"
         print(f"{spec.id}  {state:8s}  {spec.describe()}  {detail}")
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from kdbench.config import load_suite
+    from kdbench.launch.slurm_state import cancel
+
+    suite = load_suite(args.suite, args.set)
+    results = _results_dir(args, suite.name)
+    jobs = cancel(results / "slurm", [spec.id for spec in suite.runs])
+    print(f"cancelled {len(jobs)} SLURM job(s) of suite {suite.name}: {' '.join(jobs) or '-'}")
     return EXIT_OK
 
 
@@ -178,8 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="local executor: train N runs at once, each pinned to its share of the CPUs "
         "(or one GPU) (default: the suite's launch.jobs, else 1 = in this process)",
     )
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="slurm executor: submit, print the job ids and return (see `kdbench status`)",
+    )
     run.set_defaults(func=cmd_run)
     suite_command("status", "list every run of a suite and its state").set_defaults(func=cmd_status)
+    suite_command(
+        "cancel", "cancel the SLURM jobs of a suite that are pending or running"
+    ).set_defaults(func=cmd_cancel)
     lst = sub.add_parser("list", help="list registered methods, backbones, datasets or teachers")
     lst.add_argument("what", choices=("methods", "backbones", "datasets", "teachers"))
     lst.set_defaults(func=cmd_list)

@@ -192,6 +192,25 @@ class SlurmExecutor:
             raise
         return jobs, plan
 
+    def detach(self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn) -> str:
+        """Submit without waiting (``kdbench run --detach``); returns what was submitted, one
+        line per run (run id, SLURM job id, log) and the arrays' job ids."""
+        jobs, plan = self.submit(waves, results_dir, fn)
+        specs = {spec.id: spec for wave in waves for spec in wave}
+        lines = [
+            f"{run_id}  job {job.job_id}  {specs[run_id].describe()}  log {job.paths.stderr}"
+            for run_id, job in jobs.items()
+        ]
+        lines += [
+            f"{run_id}  job {job}  already pending or running"
+            for run_id, job in plan.active.items()
+        ]
+        lines.append(
+            f"submitted {len(jobs)} run(s) as SLURM job array(s) {' '.join(self.submitted) or '-'}"
+            f"; {len(plan.active)} already pending or running; follow them with `kdbench status`"
+        )
+        return "\n".join(lines)
+
     def run(
         self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
     ) -> list[dict[str, Any]]:

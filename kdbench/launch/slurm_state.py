@@ -137,11 +137,10 @@ def run_state(
                 step = f"step {info['step']}/{info['total']}"
             return RunState("running", step, job, log)
         restarts = len([a for a in attempts if a.get("outcome") == "stopped"])
+        why = state.lower() + (f": {reason}" if reason and reason != "None" else "")
         if requeued:
-            return RunState(
-                "requeued", f"{restarts} requeue(s); {state.lower()}: {reason}", job, log
-            )
-        return RunState("pending", f"{state.lower()}: {reason}", job, log)
+            return RunState("requeued", f"{restarts} requeue(s); {why}", job, log)
+        return RunState("pending", why, job, log)
     ended, reason = accounting.get(job, ("", ""))
     error = (record or {}).get("error")
     if status == "failed" or ended in (
