@@ -87,7 +87,9 @@ def check_local_options(options: dict[str, Any]) -> None:
     """Validate the local executor's ``launch:`` options (only ``jobs``)."""
     for key, value in options.items():
         if key != "jobs":
-            raise KdbenchError(f"launch.{key}: the local executor takes only launch.jobs")
+            raise KdbenchError(
+                f"launch.{key}: the local executor takes no options (except launch.jobs)"
+            )
         check_jobs(value)
 
 
