@@ -46,15 +46,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{n_pending} to run; results in {results}",
         file=sys.stderr,
     )
+    executor = _executor(args, suite, results) if n_pending else None
+    slurm = False
+    if executor is not None:
+        from kdbench.launch.slurm import SlurmExecutor
+
+        slurm = isinstance(executor, SlurmExecutor)
+    if args.detach and executor is not None and not slurm:
+        raise KdbenchError("--detach: only with the slurm executor (--executor slurm)")
     if args.dry_run:
         for wave in pending:
             for spec in wave:
                 print(f"{spec.id}  {spec.describe()}")
+        if slurm:  # the sbatch flags of every array and dependency
+            print(executor.describe(executor.plan(pending, results)))  # type: ignore[union-attr]
         return EXIT_OK
-    if n_pending:
-        executor = _executor(args, suite, results)
+    if executor is not None:
         from kdbench.train.run import train_run
 
+        if args.detach:
+            print(executor.detach(pending, results, train_run))  # type: ignore[union-attr]
+            return EXIT_OK
         records = executor.run(pending, results, train_run)
         failed = [r for r in records if r["status"] != "complete"]
     else:
@@ -73,7 +85,13 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
     if kind == "slurm":
         from kdbench.launch.slurm import from_options
 
+        options.pop("jobs", None)  # the local executor's option
         return from_options(options, results / "slurm")
+    from kdbench.launch.workers import WorkerExecutor, check_jobs
+
+    jobs = check_jobs(args.jobs if args.jobs is not None else options.get("jobs", 1), "--jobs")
+    if jobs > 1:
+        return WorkerExecutor(jobs)
     from kdbench.launch.local import LocalExecutor
 
     return LocalExecutor()
@@ -85,15 +103,28 @@ def _print_summary(results: Path, suite: Suite) -> None:
     print(summary_table(results, [s.id for s in suite.runs]))
 
 
+SLURM_STATES = ("pending", "running", "requeued", "failed")
+"""States that SLURM's view of a submitted run overrides the run folder's own state with."""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from kdbench.launch.slurm_state import run_states
     from kdbench.results.store import RunStore
     from kdbench.suite_cache import load_suite_cached
 
     suite = load_suite_cached(args.suite, args.set)
-    store = RunStore(_results_dir(args, suite.name))
+    results = _results_dir(args, suite.name)
+    store = RunStore(results)
+    records = {spec.id: store.inspect(spec.id)[0] for spec in suite.runs}
+    jobs = run_states(results / "slurm", records)  # SLURM's view of submitted runs
     counts: dict[str, int] = {}
     for spec in suite.runs:
         state, detail = run_state(store, spec.id)
+        job = jobs[spec.id]
+        if job.job and state not in ("complete", "corrupt") and job.state in SLURM_STATES:
+            state, detail = job.state, job.detail
+        if job.job:
+            detail += f"  [job {job.job}, log {job.log}]"
         counts[state] = counts.get(state, 0) + 1
         print(f"{spec.id}  {state:11s}  {spec.describe()}  {detail}".rstrip())
     in_suite = {spec.id for spec in suite.runs}
@@ -132,6 +163,17 @@ def _describe_record(record: dict | None) -> str:
         f"{(record or {}).get('status')} {(record or {}).get('kind')} {axes.get('dataset')}/"
         f"{axes.get('student')} {axes.get('method')} seed={axes.get('seed')}"
     )
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from kdbench.launch.slurm_state import cancel
+    from kdbench.suite_cache import load_suite_cached
+
+    suite = load_suite_cached(args.suite, args.set)
+    results = _results_dir(args, suite.name)
+    jobs = cancel(results / "slurm", [spec.id for spec in suite.runs])
+    print(f"cancelled {len(jobs)} SLURM job(s) of suite {suite.name}: {' '.join(jobs) or '-'}")
+    return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -202,8 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "slurm"),
         help="where runs train (default: the suite's launch.executor, else local)",
     )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local executor: train N runs at once, each pinned to its share of the CPUs "
+        "(or one GPU) (default: the suite's launch.jobs, else 1 = in this process)",
+    )
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="slurm executor: submit, print the job ids and return (see `kdbench status`)",
+    )
     run.set_defaults(func=cmd_run)
     suite_command("status", "list every run of a suite and its state").set_defaults(func=cmd_status)
+    suite_command(
+        "cancel", "cancel the SLURM jobs of a suite that are pending or running"
+    ).set_defaults(func=cmd_cancel)
     lst = sub.add_parser(
         "list", help="list registered methods, backbones, datasets, teachers or heads"
     )

@@ -460,7 +460,7 @@ def _check_eval(protocol: dict[str, Any], where: str) -> None:
 
 
 def _check_launch(launch: dict[str, Any], where: str) -> None:
-    """Validate the ``launch:`` section (``executor: local`` takes no options)."""
+    """Validate the ``launch:`` section (``executor: local`` takes only ``jobs``)."""
     options = dict(launch)
     executor = options.pop("executor", "local")
     try:
@@ -470,8 +470,10 @@ def _check_launch(launch: dict[str, Any], where: str) -> None:
             from_options(options, Path("."))  # builds nothing on disk: validation only
         elif executor != "local":
             raise KdbenchError(f"launch.executor: expected local or slurm, got {executor!r}")
-        elif options:
-            raise KdbenchError(f"launch.{next(iter(options))}: the local executor takes no options")
+        else:
+            from kdbench.launch.workers import check_local_options
+
+            check_local_options(options)
     except KdbenchError as exc:
         raise KdbenchError(f"{where}: {exc}") from None
 

@@ -27,9 +27,10 @@ def format_seconds(seconds: float | None) -> str:
 
 class ProgressPrinter:
     """Progress lines for a sequence of runs; the suite ETA is the mean time of finished runs of
-    each kind times the runs of that kind still to do."""
+    each kind times the runs of that kind still to do, divided by the ``parallel`` runs that
+    train at once. Several runs may be in flight: each line names its run."""
 
-    def __init__(self, runs: Sequence[Any], stream: TextIO = sys.stderr) -> None:
+    def __init__(self, runs: Sequence[Any], stream: TextIO = sys.stderr, parallel: int = 1) -> None:
         self.total = len(runs)
         self.todo = {
             kind: sum(1 for r in runs if r.kind == kind) for kind in ("teacher", "student")
@@ -37,15 +38,17 @@ class ProgressPrinter:
         self.durations: dict[str, list[float]] = {"teacher": [], "student": []}
         self.done = 0
         self.stream = stream
-        self.started = time.perf_counter()
+        self.parallel = parallel
+        self.started: dict[str, float] = {}
 
-    def start(self) -> None:
-        self.started = time.perf_counter()
+    def start(self, spec: Any) -> None:
+        self.started[spec.id] = time.perf_counter()
 
     def finish(self, spec: Any, record: dict[str, Any]) -> None:
         self.done += 1
         self.todo[spec.kind] -= 1
-        self.durations[spec.kind].append(time.perf_counter() - self.started)
+        started = self.started.pop(spec.id, time.perf_counter())
+        self.durations[spec.kind].append(time.perf_counter() - started)
         miou = (record.get("metrics") or {}).get("miou")
         result = f"mIoU {miou:.2f}" if miou is not None else record.get("error", record["status"])
         print(
@@ -55,14 +58,14 @@ class ProgressPrinter:
         )
 
     def suite_eta(self, run_eta: float) -> float | None:
-        left = run_eta
+        others = 0.0
         for kind, count in self.todo.items():
             remaining = count - 1 if count else 0
             if remaining and not self.durations[kind]:
                 return None
             if remaining:
-                left += remaining * sum(self.durations[kind]) / len(self.durations[kind])
-        return left
+                others += remaining * sum(self.durations[kind]) / len(self.durations[kind])
+        return run_eta + others / self.parallel
 
     def __call__(self, spec: Any, info: dict[str, Any]) -> None:
         print(
@@ -98,7 +101,7 @@ class LocalExecutor:
             for spec in order:
                 if spec.id in records and records[spec.id]["status"] != "running":
                     continue
-                printer.start()
+                printer.start(spec)
                 if spec.teacher_id in failed_teachers:
                     reason = failed_teachers[spec.teacher_id]
                     record = failed_record(

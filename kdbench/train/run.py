@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.cpus import configure_threads
 from kdbench.errors import KdbenchError
+from kdbench.launch.context import Stopped, current_attempt, end_attempt, stop_requested
 from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.provenance import provenance
@@ -153,7 +155,9 @@ def train_run(
     A distilling student first waits for its teacher while a live process trains it. An
     unreadable record is moved aside and the run trained again. A storage problem (full disk,
     no permission) raises :class:`~kdbench.results.files.StorageError`; any other failure
-    becomes a ``failed`` record, which never replaces a complete one.
+    becomes a ``failed`` record, which never replaces a complete one. A stop request
+    (:mod:`kdbench.launch.context`) checkpoints the run at a step boundary, records the attempt
+    as ``stopped`` and raises :class:`Stopped` to the caller.
     """
     store = RunStore(results_dir)
     existing = _usable_record(store, spec.id)
@@ -206,6 +210,9 @@ def busy_record(spec: RunSpec, holder: dict[str, Any]) -> dict[str, Any]:
 def _train_under_lease(
     spec: RunSpec, store: RunStore, progress: Progress | None, lease: Lease
 ) -> dict[str, Any]:
+    existing = store.inspect(spec.id)[0]
+    attempts = list((existing or {}).get("attempts", []))
+    attempt = current_attempt()
     record: dict[str, Any] = {
         "id": spec.id,
         "suite": spec.suite,
@@ -215,6 +222,7 @@ def _train_under_lease(
         "config": spec.to_dict(),
         "provenance": provenance(),
         "started": time.time(),
+        "attempts": [*attempts, attempt],
     }
     store.write(record)
     try:
@@ -223,6 +231,11 @@ def _train_under_lease(
         record["status"] = "complete"
     except StorageError:
         raise  # the results folder cannot be written: no record can say so
+    except Stopped as exc:
+        record.update(status="stopped", stopped=str(exc))
+        record["attempts"] = [*attempts, end_attempt(attempt, "stopped")]
+        store.write(record)
+        raise
     except Exception as exc:  # a failed run is a record, never a lost suite
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         record.update(
@@ -231,6 +244,7 @@ def _train_under_lease(
             traceback=traceback.format_exc(),
         )
     record["finished"] = time.time()
+    record["attempts"] = [*attempts, end_attempt(attempt, record["status"])]
     if lease.lost:  # another process took the run over (our heartbeat stalled): it writes
         return busy_record(spec, read_lease(store.run_dir(spec.id)) or {})
     store.write(record)
@@ -359,6 +373,7 @@ def _log_entry(
 
 def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
     start = time.perf_counter()
+    cpu_threads = configure_threads()
     device = pick_device(spec.device)
     cfg = spec.train
     train_set, eval_set, models = _build(spec, store, device)
@@ -429,7 +444,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             state.history.append({"step": step, "eval": headline})
             if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
                 state.best = {"step": step, **headline}
-        if step % cfg["checkpoint_every"] == 0 and step < total:
+        reason = stop_requested() if step < total else None
+        if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
             _save(
                 ckpt_path,
                 state,
@@ -438,6 +454,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                 scaler,
                 state.elapsed + time.perf_counter() - start,
             )
+        if reason:
+            raise Stopped(reason, step)
 
     check_weights(_weights(models), state.step)
     metrics = evaluate_model()
@@ -461,7 +479,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
-        "env": environment(device),
+        "env": {**environment(device), "cpu_threads": cpu_threads},
     }
 
 

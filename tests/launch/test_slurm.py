@@ -43,7 +43,9 @@ class StandIn:
     seconds: float = 0.0
 
 
-def stand_in_run(spec: StandIn, results_dir: str, wait: bool = False) -> dict[str, Any]:
+def stand_in_run(
+    spec: StandIn, results_dir: str, progress: Any = None, wait: bool = False
+) -> dict[str, Any]:
     """A stand-in for ``train_run``: writes and returns a record with its start/end times, the
     SLURM ids it ran under, and whether its teacher's record was complete when it started."""
     store = RunStore(results_dir)
@@ -242,12 +244,18 @@ def test_ctrl_c_cancels_the_submitted_jobs(slurm_cluster: None, tmp_path: Path) 
 
 def test_from_options_builds_and_validates(tmp_path: Path) -> None:
     ex = from_options(
-        {"partition": "gpu", "time_min": 240, "gpus_per_node": 2, "mem_gb": 7.5}, tmp_path
+        {"partition": "gpu", "time_min": 240, "gpus_per_node": 1, "mem_gb": 7.5}, tmp_path
     )
-    assert (ex.partition, ex.time_min, ex.gpus_per_node, ex.mem_gb) == ("gpu", 240, 2, 7.5)
+    assert (ex.partition, ex.time_min, ex.gpus_per_node, ex.mem_gb) == ("gpu", 240, 1, 7.5)
     assert ex.folder == tmp_path and ex.cpus_per_task == 1
     with pytest.raises(KdbenchError, match=r"^launch\.gpus: unknown option"):
         from_options({"gpus": 1}, tmp_path)
+    with pytest.raises(KdbenchError, match=r"^launch\.gpus_per_node: 2: multi-GPU .* not impl"):
+        from_options({"gpus_per_node": 2}, tmp_path)
+    with pytest.raises(KdbenchError, match=r"^launch\.teacher\.mem_gb: expected"):
+        from_options({"teacher": {"mem_gb": 0}}, tmp_path)
+    with pytest.raises(KdbenchError, match=r"^launch\.student\.seeds: unknown resource"):
+        from_options({"student": {"seeds": 1}}, tmp_path)
     for key, bad in (
         ("time_min", 0),
         ("time_min", "1h"),
@@ -255,6 +263,8 @@ def test_from_options_builds_and_validates(tmp_path: Path) -> None:
         ("mem_gb", -1),
         ("partition", ""),
         ("poll_s", 0),
+        ("signal_margin_s", -1),
+        ("max_requeues", 1.5),
     ):
         with pytest.raises(KdbenchError, match=rf"^launch\.{key}: expected"):
             from_options({key: bad}, tmp_path)

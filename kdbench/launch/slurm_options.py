@@ -1,0 +1,133 @@
+"""The SLURM executor's ``launch:`` options and the sbatch parameters they give each stage.
+
+Resources (``partition``, ``time_min``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) apply
+to every job; ``teacher: {...}`` and ``student: {...}`` override them for one stage (teachers
+are often larger and slower than their students)::
+
+    launch: {executor: slurm, time_min: 240, gpus_per_node: 1, mem_gb: 32,
+             teacher: {time_min: 720, mem_gb: 64}}
+
+``signal_margin_s`` is how long before its time limit a job is sent its warning signal
+(``--signal=USR2@margin``; SLURM may send it up to a minute earlier): the run then writes its
+checkpoint at the next step boundary and requeues itself, at most ``max_requeues`` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kdbench.errors import KdbenchError
+
+STAGES = ("teacher", "student")
+RESOURCES = ("partition", "time_min", "cpus_per_task", "gpus_per_node", "mem_gb")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "partition": (lambda v: v is None or (isinstance(v, str) and v != ""), "a partition name"),
+    "time_min": (lambda v: _is_int(v) and v >= 1, "a whole number of minutes >= 1"),
+    "cpus_per_task": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "gpus_per_node": (lambda v: _is_int(v) and v in (0, 1), "0 or 1"),
+    "mem_gb": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number of GB"),
+    "array_parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "poll_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "signal_margin_s": (lambda v: _is_int(v) and v >= 0, "a whole number of seconds >= 0"),
+    "max_requeues": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+}
+"""Each option: a test of the value and what the error message says was expected."""
+
+DEFAULTS: dict[str, Any] = {
+    "partition": None,
+    "time_min": 60,
+    "cpus_per_task": 1,
+    "gpus_per_node": 0,
+    "mem_gb": None,
+    "array_parallelism": 16,
+    "poll_s": 1.0,
+    "signal_margin_s": 120,
+    "max_requeues": 3,
+}
+
+MULTI_GPU = (
+    "multi-GPU runs (DistributedDataParallel over several GPUs) are not implemented; "
+    "a run trains on one GPU"
+)
+
+
+def check_value(key: str, value: Any, where: str = "launch.") -> None:
+    valid, expected = VALID[key]
+    if not valid(value):
+        if key == "gpus_per_node" and _is_int(value) and value > 1:
+            raise KdbenchError(f"{where}{key}: {value}: {MULTI_GPU}; expected {expected}")
+        raise KdbenchError(f"{where}{key}: expected {expected}, got {value!r}")
+
+
+def resolve(options: dict[str, Any]) -> dict[str, Any]:
+    """Validated options with defaults filled in; ``teacher``/``student`` become complete
+    resource dicts. An unknown key is a KdbenchError naming ``launch.<key>``."""
+    if not isinstance(options, dict):
+        raise KdbenchError(f"launch: expected a mapping of options, got {options!r}")
+    out = dict(DEFAULTS)
+    for key, value in options.items():
+        if key in STAGES:
+            continue
+        if key not in VALID:
+            known = ", ".join([*VALID, *STAGES])
+            raise KdbenchError(f"launch.{key}: unknown option (expected one of {known})")
+        check_value(key, value)
+        out[key] = value
+    for stage in STAGES:
+        overrides = options.get(stage) or {}
+        if not isinstance(overrides, dict):
+            raise KdbenchError(f"launch.{stage}: expected a mapping of resources")
+        for key, value in overrides.items():
+            if key not in RESOURCES:
+                raise KdbenchError(
+                    f"launch.{stage}.{key}: unknown resource (expected one of "
+                    f"{', '.join(RESOURCES)})"
+                )
+            check_value(key, value, f"launch.{stage}.")
+        out[stage] = {**{k: out[k] for k in RESOURCES}, **overrides}
+    return out
+
+
+def sbatch_parameters(resources: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """submitit's ``update_parameters`` keywords for one stage's jobs."""
+    params: dict[str, Any] = {
+        "time": resources["time_min"],
+        "cpus_per_task": resources["cpus_per_task"],
+        "array_parallelism": options["array_parallelism"],
+        "signal_delay_s": options["signal_margin_s"],
+        "additional_parameters": {"kill-on-invalid-dep": "yes", "requeue": True},
+    }
+    if resources["partition"] is not None:
+        params["partition"] = resources["partition"]
+    if resources["gpus_per_node"]:
+        params["gpus_per_node"] = resources["gpus_per_node"]
+    if resources["mem_gb"] is not None:
+        params["mem"] = f"{max(1, round(resources['mem_gb'] * 1024))}M"
+    return params
+
+
+def sbatch_flags(params: dict[str, Any], tasks: int, dependency: str | None) -> list[str]:
+    """The sbatch command-line flags ``params`` (see :func:`sbatch_parameters`) become for an
+    array of ``tasks`` tasks, as submitit writes them."""
+    flags = {k: v for k, v in params.items() if k not in ("array_parallelism", "signal_delay_s")}
+    flags.update(flags.pop("additional_parameters", {}))
+    flags["signal"] = f"USR2@{params['signal_delay_s']}"
+    flags["array"] = f"0-{tasks - 1}%{min(tasks, params['array_parallelism'])}"
+    if dependency:
+        flags["dependency"] = dependency
+    out = []
+    for key in sorted(flags):
+        name = key.replace("_", "-")
+        out.append(f"--{name}" if flags[key] is True else f"--{name}={flags[key]}")
+    return out
