@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
+from kdbench.train.pipeline import start
 
 Forward = Callable[[Tensor, Tensor | None], Tensor]
 """(rgb (N, 3, h, w), x or None) -> logits (N, K, h / r, w / r)."""
@@ -173,7 +174,7 @@ def evaluate(
     )
     k = dataset.num_classes
     confusion = torch.zeros(k, k, dtype=torch.int64)
-    for items in loader:
+    for items in start(loader):
         for data in same_shape_runs(items):
             size = input_size(data["rgb"].shape[-2:], protocol)
             rgb, x = resize_input(data["rgb"], data["x"], size)

@@ -14,6 +14,7 @@ into pinned memory and each worker prefetches two batches ahead.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,27 @@ def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
             "(or the data set's size option) so that every sample of a batch has one size"
         )
     return {key: torch.stack([item[key] for item in items]) for key in ("rgb", "x", "label")}
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+"""Ctrl-C (sent to the whole process group), SLURM's cancel and its pre-timeout warning."""
+
+
+def start(loader: DataLoader) -> Iterator[Any]:
+    """``iter(loader)`` with the stop signals blocked while its workers start.
+
+    The training process alone decides how to stop (:mod:`kdbench.launch.context`: checkpoint
+    at the next step boundary). A worker started while the signals are blocked keeps them
+    blocked (a forked or spawned child inherits the signal mask), so the Ctrl-C that reaches
+    the whole process group cannot kill it and fail the run; a stop signal that arrives while
+    the workers start is delivered to this process once they run. Workers still end with
+    their parent (torch watches it).
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def train_loader(

@@ -40,6 +40,7 @@ from kdbench.train.evaluation import describe as describe_protocol
 from kdbench.train.evaluation import evaluate
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
 from kdbench.train.pipeline import resolve_workers, train_loader
+from kdbench.train.pipeline import start as start_workers
 from kdbench.train.precision import autocast, check_weights, grad_scaler
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
@@ -401,7 +402,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     total = cfg["steps"]
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
-    batches = iter(
+    batches = start_workers(
         train_loader(
             train_set, seed=spec.seed, train=cfg, normals=normals, start=state.step, device=device
         )
