@@ -28,7 +28,7 @@ SUITE = {
     "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
     "students": ["test_resnet"],
     "methods": ["none", "kd"],
-    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 2},
+    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 1},
 }
 SAME = ("id", "kind", "status", "axes", "config", "metrics", "best_val", "extra_params",
         "student_params")
