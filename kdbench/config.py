@@ -2,8 +2,12 @@
 
 A suite is a grid: ``datasets x students x methods x seeds``, plus the RGB-X teachers those
 student runs need (one per dataset, teacher configuration and seed). Each run becomes a frozen
-:class:`RunSpec` whose id is a short hash of its canonical resolved config, so the same run has
-the same id in every suite that contains it, and a changed recipe gets a new id.
+:class:`RunSpec` whose id is a short hash of its canonical, fully resolved config (every method
+and data set option with its default filled in) and of the source of the method files it uses
+(:mod:`kdbench.provenance`), so the same run has the same id in every suite that contains it,
+and a changed recipe, default or loss gets a new id. The student baseline reads no teacher, so
+its id does not depend on one. Everything is validated here, before anything starts: data set
+options by name and annotated type, data folders, plugin files (recorded by path and hash).
 
 The suite format (every key, type and default) is :data:`SUITE_SCHEMA`; the README documents it.
 ``--set key.path=value`` overrides are applied to the YAML before validation, their values

@@ -1,12 +1,26 @@
-"""Fixtures shared by every test folder."""
+"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REAL_DATA_SETS = ("kitti", "vkitti2", "cityscapes")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_suite_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point ``$KDBENCH_CACHE`` (inherited by subprocesses) at a folder of this session."""
+    old = os.environ.get("KDBENCH_CACHE")
+    os.environ["KDBENCH_CACHE"] = str(tmp_path_factory.mktemp("suite-cache"))
+    yield
+    if old is None:
+        os.environ.pop("KDBENCH_CACHE", None)
+    else:
+        os.environ["KDBENCH_CACHE"] = old
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +138,6 @@ BAD_YAML = [
             for a, b in zip(["", *"abcde"], "abcdef", strict=False)) + "name: bomb\nseeds: *f\n",
     "!!python/object/apply:os.system ['echo hi']\n",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _own_cache(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202
-    old = os.environ.get("KDBENCH_CACHE")
-    os.environ["KDBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("KDBENCH_CACHE")
-    else:
-        os.environ["KDBENCH_CACHE"] = old
 
 
 def dry_run(tmp_path: Path, content: str | bytes, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ SUITE = {
     "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
     "students": ["test_resnet"],
     "methods": ["none", "kd"],
-    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 2},
+    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 1},
 }
 SAME = ("id", "kind", "status", "axes", "config", "metrics", "best_val", "extra_params",
         "student_params")
@@ -86,14 +86,22 @@ def test_four_processes_train_every_run_exactly_once(tmp_path: Path, reference) 
     assert all("| kd" in out for out, _ in outs)  # every process prints the whole table
 
 
-def holds_a_lease(results: Path, pid: int) -> bool:
+def saved_at(run_dir: Path | None) -> int | None:
+    try:
+        return (run_dir / "checkpoint.pt").stat().st_mtime_ns if run_dir else None
+    except FileNotFoundError:
+        return None
+
+
+def leased_run(results: Path, pid: int) -> Path | None:
+    """The folder of the run whose lease process ``pid`` holds, if any."""
     for path in results.glob(f"runs/*/{LEASE}"):
         try:
             if json.loads(path.read_text())["pid"] == pid:
-                return True
+                return path.parent
         except (OSError, ValueError, KeyError):
             continue
-    return False
+    return None
 
 
 def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
@@ -106,9 +114,12 @@ def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
         proc = subprocess.Popen(kdbench_cmd(suite, results), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120  # a random moment once this process trains a run
-        while not holds_a_lease(results, proc.pid) and time.monotonic() < deadline:
+        while (held := leased_run(results, proc.pid)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.5, 6.0))
+        before = saved_at(held)
+        while held and saved_at(held) == before and time.monotonic() < deadline:
+            time.sleep(0.05)  # ... and has saved a checkpoint of its own
+        time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     final = subprocess.run(kdbench_cmd(suite, results), cwd=tmp_path, capture_output=True,
@@ -118,6 +129,7 @@ def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
     sessions = sum(len(r["sessions"]) for r in RunStore(results))
     resumed = sum(len(r["resumed_from"]) for r in RunStore(results))
     print(f"{sessions} training sessions over 3 runs, {resumed} resumed from a checkpoint")
+    assert resumed >= 1  # the kills fell after checkpoints, so runs did resume
 
 
 def foreign_lease(run_dir: Path, age_s: float) -> None:
