@@ -66,13 +66,15 @@ def input_size(shape: Sequence[int], protocol: dict[str, Any]) -> tuple[int, int
     return h, w
 
 
-def resize_input(rgb: Tensor, x: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def resize_input(
+    rgb: Tensor, x: Tensor | None, size: tuple[int, int]
+) -> tuple[Tensor, Tensor | None]:
     """rgb bilinear (antialiased when shrinking), x nearest-exact; unchanged at the same size."""
     if tuple(rgb.shape[-2:]) == size:
         return rgb, x
     shrink = size[0] < rgb.shape[-2] or size[1] < rgb.shape[-1]
     rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    return rgb, F.interpolate(x, size=size, mode="nearest-exact")
+    return rgb, None if x is None else F.interpolate(x, size=size, mode="nearest-exact")
 
 
 def _upsample(z: Tensor, size: Sequence[int]) -> Tensor:
@@ -177,9 +179,9 @@ def evaluate(
     for items in start(loader):
         for data in same_shape_runs(items):
             size = input_size(data["rgb"].shape[-2:], protocol)
-            rgb, x = resize_input(data["rgb"], data["x"], size)
+            rgb, x = resize_input(data["rgb"], data["x"] if uses_x else None, size)
             rgb = rgb.to(device, non_blocking=True)
-            x = x.to(device, non_blocking=True) if uses_x else None
+            x = None if x is None else x.to(device, non_blocking=True)
             logits = _upsample(predict(forward, rgb, x, protocol), data["label"].shape[-2:])
             confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"], k)
     model.train(was_training)

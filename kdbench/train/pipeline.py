@@ -8,8 +8,9 @@ decodes which sample, on the number of workers, or on where a run was resumed: a
 starts at step s yields exactly what the uninterrupted run saw from step s on.
 
 Decoding and augmentation run in ``train.workers`` DataLoader worker processes (null: one per
-CPU the process may use, at most 8; 0 = in the training process). On CUDA batches are copied
-into pinned memory and each worker prefetches two batches ahead.
+CPU the process may use, at most 8; 0 = in the training process), each prefetching two batches
+ahead; on CUDA batches are copied into pinned memory, so that the copy to the GPU
+(``non_blocking``) overlaps the step.
 """
 
 from __future__ import annotations
