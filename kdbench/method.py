@@ -85,15 +85,15 @@ def resize_labels(label: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def in_loss_precision(outputs: Outputs) -> Outputs:
-    """``outputs`` with every float16/bfloat16 tensor cast to float32 (wider dtypes unchanged).
+    """``outputs`` with every float16/bfloat16 tensor cast to float32 (wider dtypes, and
+    fields that are not tensors or tuples of tensors, unchanged).
 
     The cast is differentiable: gradients flow back to the half-precision tensors.
     """
 
-    def widen(x: Tensor | None) -> Tensor | None:
-        if x is None or x.dtype not in (torch.float16, torch.bfloat16):
-            return x
-        return x.float()
+    def widen(x: Any) -> Any:
+        half = isinstance(x, Tensor) and x.dtype in (torch.float16, torch.bfloat16)
+        return x.float() if half else x
 
     values = {f.name: getattr(outputs, f.name) for f in fields(outputs)}
     return Outputs(

@@ -81,22 +81,33 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
 
 
 def factored_linear_cka(a: Tensor, v: Tensor, y: Tensor) -> Tensor:
-    """Linear CKA of X = A·V and Y without forming X: (n, r) ``a``, (r, d1) ``v``, (n, d2) ``y``.
+    """Linear CKA of X = A·V and Y without forming X: (n, r) ``a``, (r, d1) ``v``, and ``y``
+    either (n, d2) rows or (N, d2, P) maps whose n = N·P pixels are a's rows in order.
 
     With centred columns (centring X is centring A, since X_c = A_c·V), YᵀX = (Y_cᵀA_c)·V and
     XᵀX = Vᵀ(A_cᵀA_c)V, so the cost is O(n·r·(r + d2)) for the student side instead of
     O(n·d1·(d1 + d2)); ‖YᵀY‖_F costs O(n·d2²) without gradient. ARFD's recalibration is such
     a product: softmax weights (n, M) times the M anchor values, or features times the adapter.
-    A, V and Y are first divided by their (detached) Frobenius norms, as in :func:`linear_cka`.
+    Y in map form is read in place (no transposed copy). The small products are divided by
+    the (detached) squared Frobenius norms of A_c, V and Y_c before squaring: CKA is invariant
+    to those scales, so value and gradient are unchanged and nothing overflows.
     """
-    a, v = _unit_frobenius(a - a.mean(dim=0)), _unit_frobenius(v)
-    y = _unit_frobenius(y - y.mean(dim=0))
-    cross = ((y.T @ a) @ v).pow(2).sum()
-    xx = (v.T @ (a.T @ a) @ v).pow(2).sum()
+    maps = y if y.dim() == 3 else y.T[None]
+    a = a.reshape(maps.shape[0], maps.shape[2], a.shape[1])
+    a = a - a.mean(dim=(0, 1))
+    maps = maps - maps.mean(dim=(0, 2), keepdim=True)
+    ya = torch.bmm(maps, a).sum(dim=0)
+    aa = torch.bmm(a.transpose(1, 2), a).sum(dim=0)
     with torch.no_grad():
-        yy = (y.T @ y).pow(2).sum()
-    norms = xx * yy
-    return cross / norms.clamp_min(torch.finfo(norms.dtype).tiny).sqrt()
+        yy = torch.bmm(maps, maps.transpose(1, 2)).sum(dim=0)
+    tiny = torch.finfo(aa.dtype).tiny
+    a_sq = aa.detach().diagonal().sum().clamp_min(tiny)
+    y_sq = yy.diagonal().sum().clamp_min(tiny)
+    v = v / v.detach().norm().clamp_min(tiny)
+    cross = ((ya / (a_sq * y_sq).sqrt()) @ v).pow(2).sum()
+    xx = (v.T @ (aa / a_sq) @ v).pow(2).sum()
+    norms = xx * (yy / y_sq).pow(2).sum()
+    return cross / norms.clamp_min(tiny).sqrt()
 
 
 def rbf_cka(x: Tensor, y: Tensor) -> Tensor:
@@ -295,10 +306,11 @@ class ARFD(Method):
 
     def stage_loss(self, recalibration: nn.Module, fs: Tensor, ft: Tensor) -> Tensor:
         """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) maps."""
-        x, y = pixel_rows(resize_like(fs, ft)), pixel_rows(ft)
+        x = pixel_rows(resize_like(fs, ft))
         if isinstance(recalibration, KernelRegression) and not bool(recalibration.initialised):
-            recalibration.initialise(x, y)
+            recalibration.initialise(x, pixel_rows(ft))
         if self.cka == "rbf":
+            y = pixel_rows(ft)
             if len(x) > self.subsample:
                 rows = torch.randperm(len(x), device=x.device)[: self.subsample]
                 x, y = x[rows], y[rows]
@@ -307,7 +319,7 @@ class ARFD(Method):
             a, v = recalibration.factors(x)
         else:  # the linear adapter: R(x) = x·Wᵀ
             a, v = x, recalibration.weight.T
-        return 1 - factored_linear_cka(a, v, y)
+        return 1 - factored_linear_cka(a, v, ft.flatten(2))
 
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         assert teacher is not None

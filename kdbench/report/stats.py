@@ -210,23 +210,31 @@ def _nct_cdf_normal(x: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray
 
 
 def seeds_needed(
-    delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 10_000
+    delta: float,
+    sd: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    max_seeds: int | None = None,
 ) -> int | None:
-    """The smallest n >= 2 whose paired t-test power reaches ``power``; None if none up to max
-    (an effect too small to detect with ``max_seeds`` seeds, e.g. delta = 0).
+    """The smallest n >= 2 whose paired t-test power reaches ``power``.
 
-    The power grows with n, so the answer is bracketed by doubling n and then bisected.
+    Every difference delta != 0 has an answer (the power tends to 1 as n grows), however large;
+    None only for delta = 0 with sd > 0 (no number of seeds detects no difference), or when
+    the answer exceeds ``max_seeds`` if one is given. The power grows with n, so the answer is
+    bracketed by doubling n and then bisected.
     """
 
     def enough(n: int) -> bool:
         """Whether n pairs reach the target power."""
         return float(paired_t_power(delta, sd, n, alpha)) >= power
 
-    if not enough(max_seeds):
+    if delta == 0 and sd != 0:
         return None
     lo, hi = 1, 2  # invariant: lo is too few (n = 1 cannot test), hi may be enough
     while not enough(hi):
-        lo, hi = hi, min(2 * hi, max_seeds)
+        if max_seeds is not None and hi >= max_seeds:
+            return None
+        lo, hi = hi, 2 * hi if max_seeds is None else min(2 * hi, max_seeds)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid, hi)

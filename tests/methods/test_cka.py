@@ -143,6 +143,10 @@ def test_factored_linear_cka_equals_linear_cka_of_the_product(r: int, d1: int) -
     got = factored_linear_cka(a, v, y)
     want = linear_cka(a @ v, y)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    maps = y.reshape(5, 10, 6).transpose(1, 2)  # 5 images of 10 pixels, rows in order
+    assert factored_linear_cka(a, v, maps).item() == pytest.approx(want.item(), rel=1e-12)
+    huge = factored_linear_cka(a, 1e30 * v, 1e15 * y)  # products would overflow unscaled
+    assert huge.item() == pytest.approx(want.item(), rel=1e-10)
     grads = torch.autograd.grad(got, (a, v))
     want_grads = torch.autograd.grad(want, (a, v))
     for g1, g2 in zip(grads, want_grads, strict=True):

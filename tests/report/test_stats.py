@@ -196,3 +196,10 @@ def test_power_is_never_nan_and_falls_back_to_the_normal_approximation(monkeypat
         assert math.isfinite(got) and got == pytest.approx(want, abs=5e-3)
         assert got == pytest.approx(direct_power(d, 30), abs=5e-3)
     assert stats.seeds_needed(0.3, 1.0) is not None
+
+
+def test_tiny_effects_get_an_answer_however_large() -> None:
+    """Normal approximation n ≈ ((z_0.975 + z_0.8)·sd/delta)² + 1: 78,489 seeds for 0.01 sd."""
+    n = stats.seeds_needed(0.01, 1.0)
+    assert n is not None and abs(n - ((1.959964 + 0.841621) / 0.01) ** 2) < 5
+    assert stats.seeds_needed(0.01, 1.0, max_seeds=1000) is None
