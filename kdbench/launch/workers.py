@@ -139,14 +139,15 @@ class WorkerExecutor:
         specs = [spec for wave in waves for spec in wave]
         gpus = self._gpus(specs)
         store = RunStore(results_dir)
-        printer = ProgressPrinter(specs, self.stream, parallel=self.jobs)
+        n_workers = min(self.jobs, len(specs))
+        printer = ProgressPrinter(specs, self.stream, parallel=n_workers)
         in_launch = {spec.id for spec in specs}
         ready = [s for s in specs if s.teacher_id not in in_launch]
         waiting = [s for s in specs if s.teacher_id in in_launch]
         records: dict[str, dict[str, Any]] = {}
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
-        workers: list[dict[str, Any]] = [{} for _ in range(self.jobs)]
+        workers: list[dict[str, Any]] = [{} for _ in range(n_workers)]
         by_id = {spec.id: spec for spec in specs}
 
         def start_worker(i: int) -> None:
@@ -183,7 +184,7 @@ class WorkerExecutor:
                     finish(student, blocked)
 
         try:
-            for i in range(self.jobs):
+            for i in range(n_workers):
                 start_worker(i)
             while ready or any(w["run"] for w in workers):
                 for worker in workers:

@@ -133,7 +133,8 @@ def train_run(
     """Train and evaluate ``spec`` unless its record is complete; return its record.
 
     A stop request (:mod:`kdbench.launch.context`) checkpoints the run at a step boundary,
-    records the attempt as ``stopped`` and raises :class:`Stopped` to the caller."""
+    records the attempt as ``stopped`` (the record stays ``running``: the checkpoint resumes
+    it) and raises :class:`Stopped` to the caller."""
     store = RunStore(results_dir)
     existing = store.load(spec.id)
     if existing is not None and existing.get("status") == "complete":
@@ -154,8 +155,8 @@ def train_run(
     try:
         record.update(_train(spec, store, progress))
         record["status"] = "complete"
-    except Stopped as exc:
-        record.update(status="stopped", stopped=str(exc))
+    except Stopped as exc:  # still "running" for tables: it resumes from its checkpoint
+        record["stopped"] = str(exc)
         record["attempts"] = [*attempts, end_attempt(attempt, "stopped")]
         store.write(record)
         raise
