@@ -111,7 +111,7 @@ def _worker(
     """A worker process: pin itself, then train the specs it is sent until it is sent None."""
     from kdbench.launch.context import Stopped, stop_on
 
-    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the share only sizes torch
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere workers are not pinned
         os.sched_setaffinity(0, cpus)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
