@@ -10,9 +10,10 @@ time of the teachers and of the students on each side. The cases alternate over 
 By default a reduced quickstart (1 seed, methods none and kd, 60 steps: 1 teacher and 2
 students) so that it ends in minutes on a loaded 2-core machine; ``--full`` runs the
 quickstart as it is. ``--inprocess-threads 1`` caps the in-process side at one thread (a
-reference for a loaded machine, where 2 threads on 2 busy cores is very slow). Needs a running cluster (``bash ci/slurm.sh up``).
+reference for a loaded machine, where 2 threads on 2 busy cores is very slow). Needs a
+running cluster (``bash ci/slurm.sh up``).
 
-    python benchmarks/slurm_vs_inprocess.py [--full] [--rounds 1]
+    python benchmarks/slurm_vs_inprocess.py [--full] [--rounds 1] [--inprocess-threads 1]
 """
 
 from __future__ import annotations
