@@ -9,9 +9,11 @@ time of the teachers and of the students on each side. The cases alternate over 
 
 By default a reduced quickstart (1 seed, methods none and kd, 60 steps: 1 teacher and 2
 students) so that it ends in minutes on a loaded 2-core machine; ``--full`` runs the
-quickstart as it is. Needs a running cluster (``bash ci/slurm.sh up``).
+quickstart as it is. ``--inprocess-threads 1`` caps the in-process side at one thread (a
+reference for a loaded machine, where 2 threads on 2 busy cores is very slow). Needs a
+running cluster (``bash ci/slurm.sh up``).
 
-    python benchmarks/slurm_vs_inprocess.py [--full] [--rounds 1]
+    python benchmarks/slurm_vs_inprocess.py [--full] [--rounds 1] [--inprocess-threads 1]
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from pathlib import Path
 REDUCED = ["seeds=[0]", "methods=[none, kd]", "train.steps=60"]
 
 
-def run(suite: Path, overrides: list[str], results: Path, slurm: bool) -> tuple[float, dict]:
+def run(
+    suite: Path, overrides: list[str], results: Path, slurm: bool, threads: int | None
+) -> tuple[float, dict]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads is not None and not slurm:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "kdbench.cli", "run", str(suite), "--results", str(results)]
     cmd += ["--executor", "slurm"] if slurm else ["--executor", "local", "--jobs", "1"]
     cmd += [a for o in overrides for a in ("--set", o)]
@@ -52,6 +58,9 @@ def main() -> None:
     )
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--inprocess-threads", type=int, help="cap the in-process run's threads (OMP_NUM_THREADS)"
+    )
     args = parser.parse_args()
     overrides = [] if args.full else REDUCED
     print(
@@ -63,7 +72,11 @@ def main() -> None:
         for r in range(args.rounds):
             for case in walls:
                 wall, steps = run(
-                    Path(args.suite), overrides, Path(tmp) / f"{case}{r}", case == "slurm"
+                    Path(args.suite),
+                    overrides,
+                    Path(tmp) / f"{case}{r}",
+                    case == "slurm",
+                    args.inprocess_threads,
                 )
                 walls[case].append(wall)
                 step_text = ", ".join(f"{k} step {v * 1e3:.1f} ms" for k, v in steps.items())

@@ -382,6 +382,8 @@ class SlurmExecutor:
         if stored is not None and stored.get("status") == "complete":
             return stored
         record = failed_record(spec, error, traceback)
+        if stored is not None and stored.get("attempts"):
+            record["attempts"] = stored["attempts"]  # the job's earlier starts
         store.write(record)
         return record
 

@@ -35,7 +35,8 @@ from kdbench.results.store import RunStore, write_json_atomic
 WARNING_SIGNAL = signal.SIGUSR2
 """The signal submitit asks SLURM to send ``signal_margin_s`` before the time limit."""
 
-REQUEUED_EXIT = 3
+STOPPED_EXIT = 3
+"""Exit code of a job that checkpointed and stopped (no result file: SLURM decides what follows)."""
 
 
 class RunFailed(Exception):
@@ -74,7 +75,7 @@ class TrainJob(Checkpointable):
             record = self.fn(spec, results_dir, progress=progress, wait=True)
         except Stopped as stopped:
             if stopped.reason != WARNING_SIGNAL.name:
-                raise SystemExit(REQUEUED_EXIT) from None  # cancelled or killed: SLURM decides
+                raise SystemExit(STOPPED_EXIT) from None  # cancelled or killed: SLURM decides
             restarts = slurm_restarts()
             if restarts >= self.max_requeues:
                 error = (
@@ -88,7 +89,7 @@ class TrainJob(Checkpointable):
                 store.write(record)
                 raise RunFailed(record["error"]) from None
             subprocess.run(["scontrol", "requeue", str(slurm_job_id())], check=True, timeout=60)
-            raise SystemExit(REQUEUED_EXIT) from None
+            raise SystemExit(STOPPED_EXIT) from None
         if record.get("status") != "complete":
             raise RunFailed(
                 f"run {spec.id} ended with status {record.get('status')!r}: {record.get('error')}"

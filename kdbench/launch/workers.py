@@ -65,6 +65,13 @@ def cpu_shares(cpus: Sequence[int], jobs: int) -> list[set[int]]:
     return shares
 
 
+def _own_cpus() -> set[int]:
+    """The CPU ids this process may run on (all of them where affinity is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
 def visible_gpus() -> list[str]:
     """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
     import torch
@@ -104,7 +111,8 @@ def _worker(
     """A worker process: pin itself, then train the specs it is sent until it is sent None."""
     from kdbench.launch.context import Stopped, stop_on
 
-    os.sched_setaffinity(0, cpus)
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere workers are not pinned
+        os.sched_setaffinity(0, cpus)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     stop_on([signal.SIGINT, signal.SIGTERM])
@@ -131,7 +139,7 @@ class WorkerExecutor:
         self.jobs = check_jobs(jobs, "--jobs")
         self.stream = stream
         self.poll_s = poll_s
-        self.shares = cpu_shares(sorted(os.sched_getaffinity(0)), self.jobs)
+        self.shares = cpu_shares(sorted(_own_cpus()), self.jobs)
 
     def run(
         self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
@@ -139,14 +147,15 @@ class WorkerExecutor:
         specs = [spec for wave in waves for spec in wave]
         gpus = self._gpus(specs)
         store = RunStore(results_dir)
-        printer = ProgressPrinter(specs, self.stream, parallel=self.jobs)
+        n_workers = min(self.jobs, len(specs))
+        printer = ProgressPrinter(specs, self.stream, parallel=n_workers)
         in_launch = {spec.id for spec in specs}
         ready = [s for s in specs if s.teacher_id not in in_launch]
         waiting = [s for s in specs if s.teacher_id in in_launch]
         records: dict[str, dict[str, Any]] = {}
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
-        workers: list[dict[str, Any]] = [{} for _ in range(self.jobs)]
+        workers: list[dict[str, Any]] = [{} for _ in range(n_workers)]
         by_id = {spec.id: spec for spec in specs}
 
         def start_worker(i: int) -> None:
@@ -183,7 +192,7 @@ class WorkerExecutor:
                     finish(student, blocked)
 
         try:
-            for i in range(self.jobs):
+            for i in range(n_workers):
                 start_worker(i)
             while ready or any(w["run"] for w in workers):
                 for worker in workers:

@@ -43,8 +43,9 @@ from kdbench.results.files import storage_error, write_json_atomic
 from kdbench.results.lease import is_live, read_lease
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
-STATUSES = ("complete", "failed", "running", "stopped")
-"""The ``status`` of a stored record (``stopped``: checkpointed on a stop request, to resume)."""
+STATUSES = ("complete", "failed", "running")
+"""The ``status`` of a stored record (a run stopped on request stays ``running``, with a
+``stopped`` field: its checkpoint resumes it)."""
 
 
 class RunStore:
@@ -123,13 +124,12 @@ class RunStore:
 
     def status(self, run_id: str) -> str:
         """``complete``, ``failed``, ``running`` (a live lease holds it), ``interrupted`` (its
-        record says running but no live process holds it), ``stopped`` (checkpointed on a stop
-        request), ``corrupt`` or ``missing``."""
+        record says running but no live process holds it), ``corrupt`` or ``missing``."""
         record, problem = self.inspect(run_id)
         if problem is not None:
             return "corrupt"
         state = "missing" if record is None else str(record.get("status"))
-        if state in ("running", "stopped", "missing") and self.root.joinpath("runs", run_id).is_dir():
+        if state in ("running", "missing") and self.root.joinpath("runs", run_id).is_dir():
             live = is_live(read_lease(self.run_dir(run_id)))
             if live:
                 return "running"

@@ -158,7 +158,8 @@ def train_run(
     no permission) raises :class:`~kdbench.results.files.StorageError`; any other failure
     becomes a ``failed`` record, which never replaces a complete one. A stop request
     (:mod:`kdbench.launch.context`) checkpoints the run at a step boundary, records the attempt
-    as ``stopped`` and raises :class:`Stopped` to the caller.
+    as ``stopped`` (the record stays ``running``: the checkpoint resumes it) and raises
+    :class:`Stopped` to the caller.
     """
     store = RunStore(results_dir)
     existing = _usable_record(store, spec.id)
@@ -232,8 +233,8 @@ def _train_under_lease(
         record["status"] = "complete"
     except StorageError:
         raise  # the results folder cannot be written: no record can say so
-    except Stopped as exc:
-        record.update(status="stopped", stopped=str(exc))
+    except Stopped as exc:  # still "running" for tables: it resumes from its checkpoint
+        record["stopped"] = str(exc)
         record["attempts"] = [*attempts, end_attempt(attempt, "stopped")]
         store.write(record)
         raise

@@ -110,5 +110,5 @@ def test_detach_status_resubmit_and_cancel(slurm_cluster: None, tmp_path: Path) 
     wait_for(lambda: all("complete" in line for line in status(short, res_short).values()))
     assert all(r["status"] == "complete" for r in RunStore(res_short))
     after = status(long, res_long)
-    assert all(line.split()[1] in ("failed", "missing", "stopped") for line in after.values())
+    assert all(line.split()[1] in ("failed", "missing", "interrupted") for line in after.values())
     assert "CANCELLED" in after["teacher"], after["teacher"]
