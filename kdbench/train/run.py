@@ -29,6 +29,7 @@ from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore, write_json_atomic
 from kdbench.train import checkpoint
+from kdbench.train.cost import count_step_flops, median_step_seconds
 from kdbench.train.loop import (
     Models,
     batch_indices,
@@ -179,6 +180,8 @@ class TrainState:
     """Wall seconds spent in earlier sessions of this run (before the last resume)."""
     step_time: float = 0.0
     """Seconds spent inside training steps, over all sessions."""
+    step_times: list[float] = field(default_factory=list)
+    """Wall seconds of every training step so far (``step_times[i]`` is step i's)."""
     resumed_from: list[int] = field(default_factory=list)
 
 
@@ -264,6 +267,10 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     def evaluate_model() -> dict[str, Any]:
         return evaluate(models.model, eval_set, models.uses_x, cfg["batch_size"], device, cfg)
 
+    first = batch_indices(len(train_set), cfg["batch_size"], spec.seed, 0)
+    flops = count_step_flops(
+        models, to_device(collate(train_set, first), device, cfg["channels_last"]), cfg["steps"]
+    )
     total = cfg["steps"]
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
@@ -283,7 +290,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                 models, data, step, total, spec.seed, cfg, optimizer, scaler, device, normals
             )
         )
-        state.step_time += time.perf_counter() - t0
+        state.step_times.append(time.perf_counter() - t0)
+        state.step_time += state.step_times[-1]
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
@@ -316,6 +324,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             )
 
     metrics = evaluate_model()
+    wall = state.elapsed + time.perf_counter() - start
+    memory = peak_memory_mb(device)
     checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
     write_json_atomic(store.history_path(spec.id), state.history)
     ckpt_path.unlink(missing_ok=True)
@@ -324,17 +334,28 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "best_val": state.best,
         "resumed_from": state.resumed_from,
         "timing": {
-            "wall_time_s": state.elapsed + time.perf_counter() - start,
+            "wall_time_s": wall,
             "step_time_s": state.step_time / max(1, total),
-            "peak_memory_mb": peak_memory_mb(device),
-            "peak_memory_source": "cuda_max_allocated"
-            if device.type == "cuda"
-            else "process_max_rss",
+            "peak_memory_mb": memory,
+            "peak_memory_source": _memory_source(device),
+        },
+        "cost": {
+            "flops_per_step": flops.to_dict(),
+            "steps": total,
+            "flops": flops.total * total,
+            "step_s_median": median_step_seconds(state.step_times, state.resumed_from),
+            "peak_memory_mb": memory,
+            "peak_memory_source": _memory_source(device),
+            "device_hours": wall / 3600,
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
         "env": environment(device),
     }
+
+
+def _memory_source(device: torch.device) -> str:
+    return "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
