@@ -41,6 +41,41 @@ def _pair(value: Any) -> str | None:
     return None if ok else "expected a list of two numbers"
 
 
+BUDGET_KINDS = ("steps", "flops", "seconds")
+
+
+def _budget(value: Any) -> str | None:
+    """``{steps|flops|seconds: positive number}`` (steps an integer), else an error text."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in BUDGET_KINDS:
+        return "expected {steps: N}, {flops: F} or {seconds: S}"
+    kind, amount = next(iter(value.items()))
+    number = isinstance(amount, (int, float)) and not isinstance(amount, bool)
+    if not number or amount <= 0 or (kind == "steps" and not isinstance(amount, int)):
+        return f"budget {kind}: expected a positive {'integer' if kind == 'steps' else 'number'}"
+    return None
+
+
+def _budgets(value: Any) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    if value is None or not items:
+        return None if value is None else "expected at least one budget"
+    return next((problem for item in items if (problem := _budget(item))), None)
+
+
+def budget_label(budget: dict[str, Any]) -> str:
+    """``{"flops": 2e12}`` -> ``"2e+12 FLOPs"``: a budget's table label (matched: its base's)."""
+    kind, amount = next(iter(budget.items()))
+    if kind == "match":
+        return budget_label(amount["budget"])
+    if kind == "steps":
+        return f"{amount} steps"
+    return f"{amount:.3g} FLOPs" if kind == "flops" else f"{amount:g} s"
+
+
+MATCHED_BASELINE = "none-matched"
+"""Row label of the compute-matched baseline (``matched_baseline: true``)."""
+
+
 TRAIN_SCHEMA: dict[str, Field] = {
     "steps": Field((int,), 300, check=positive),
     "batch_size": Field((int,), 8, check=positive),
@@ -57,8 +92,13 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "log_every": Field((int,), 10, check=positive),
     "eval_every": Field((int,), 0, check=non_negative),
     "checkpoint_every": Field((int,), 50, check=positive),
+    "budget": Field((dict, list, type(None)), None, check=_budgets),
 }
-"""The training recipe; the same for every method of a suite (teachers may override it)."""
+"""The training recipe; the same for every method of a suite (teachers may override it).
+``budget``: one budget (``{steps: N}``, ``{flops: F}`` or ``{seconds: S}``), a list of them (a
+grid axis: every student run once per budget; teachers take the first), or null for
+``{steps: train.steps}`` (see :mod:`kdbench.train.budget`). Teachers train with
+``teacher.train.budget`` if given, else ``train.steps`` steps, whatever the students' budget."""
 
 TEACHER_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), "intermediate"),
@@ -84,6 +124,7 @@ SUITE_SCHEMA: dict[str, Field] = {
     "device": Field((str,), "auto", check=one_of("auto", "cpu", "cuda")),
     "launch": Field((dict,), None),
     "plugins": Field((list,), []),
+    "matched_baseline": Field((bool,), False),
 }
 
 
@@ -120,6 +161,7 @@ class RunSpec:
             "method": self.method,
             "seed": self.seed,
             "teacher": self.teacher_id,
+            "budget": budget_label(self.train["budget"]) if "budget" in self.train else None,
         }
 
     def describe(self) -> str:
@@ -325,6 +367,29 @@ def _check_launch(launch: dict[str, Any], where: str) -> None:
         raise KdbenchError(f"{where}: {exc}") from None
 
 
+def _budget_list(train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The suite's budgets (a list is a grid axis); none given = ``{steps: train.steps}``."""
+    budget = train["budget"]
+    if budget is None:
+        return [{"steps": train["steps"]}]
+    return [dict(b) for b in budget] if isinstance(budget, list) else [dict(budget)]
+
+
+def _with_budget(train: dict[str, Any], budget: Any) -> dict[str, Any]:
+    """``train`` with one resolved budget (a steps budget also sets ``steps``)."""
+    out = {**train, "budget": budget}
+    if isinstance(budget, dict) and "steps" in budget:
+        out["steps"] = budget["steps"]
+    return out
+
+
+def matched(budget: dict[str, Any], rows: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The compute-matched budget: the FLOPs the costliest of ``rows`` spends under ``budget``
+    (resolved at run time by :mod:`kdbench.train.budget`)."""
+    return {"match": {"budget": budget, "rows": [[label, [list(t) for t in terms]]
+                                                 for label, terms in rows]}}
+
+
 def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher and student run specs (teachers deduplicated)."""
     from kdbench.registry import TEACHERS, load_plugin_file
@@ -355,10 +420,22 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
         if teacher_cfg[key]:
             _check_backbone(teacher_cfg[key], f"teacher.{key}", where)
     _check_launch(settings["launch"] or {}, where)
+    budgets = _budget_list(settings["train"])
     train = settings["train"]
     teacher_train = check(
-        {**train, **(teacher_cfg["train"] or {})}, TRAIN_SCHEMA, where, "teacher.train."
+        {**train, "budget": None, **(teacher_cfg["train"] or {})},
+        TRAIN_SCHEMA,
+        where,
+        "teacher.train.",
     )
+    teacher_budgets = _budget_list(teacher_train)
+    if len(teacher_budgets) > 1:
+        raise KdbenchError(f"{where}: teacher.train.budget: expected one budget, not a list")
+    teacher_train = _with_budget(teacher_train, teacher_budgets[0])
+    if settings["matched_baseline"]:
+        if not any(terms for _, terms in rows):
+            raise KdbenchError(f"{where}: matched_baseline: no distillation method to match")
+        rows.append((MATCHED_BASELINE, ()))
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []
@@ -390,19 +467,23 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                     **common,
                 )
                 teachers.setdefault(teacher.id, teacher)
-                for label, terms in rows:
-                    student_runs.append(
-                        RunSpec(
-                            kind="student",
-                            dataset=dataset,
-                            dataset_options=dataset_options,
-                            model=student_model,
-                            method=label,
-                            method_terms=terms,
-                            seed=seed,
-                            train=train,
-                            teacher_id=teacher.id,
-                            **common,
+                for budget in budgets:
+                    for label, terms in rows:
+                        run_budget = budget
+                        if label == MATCHED_BASELINE:
+                            run_budget = matched(budget, [r for r in rows if r[1]])
+                        student_runs.append(
+                            RunSpec(
+                                kind="student",
+                                dataset=dataset,
+                                dataset_options=dataset_options,
+                                model=student_model,
+                                method=label,
+                                method_terms=terms,
+                                seed=seed,
+                                train=_with_budget(train, run_budget),
+                                teacher_id=teacher.id,
+                                **common,
+                            )
                         )
-                    )
     return Suite(settings["name"], path, settings, list(teachers.values()), student_runs)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TypeVar
@@ -134,9 +135,7 @@ def warmup_steps(session_steps: int) -> int:
     return 0 if session_steps <= 1 else min(10, max(1, session_steps // 10))
 
 
-def median_step_seconds(
-    step_times: Sequence[float], session_starts: Sequence[int]
-) -> float | None:
+def median_step_seconds(step_times: Sequence[float], session_starts: Sequence[int]) -> float | None:
     """Median wall seconds of a training step after each session's warm-up.
 
     ``step_times[i]`` is the time of step i; ``session_starts`` the steps at which the run
@@ -149,3 +148,30 @@ def median_step_seconds(
     for start, end in zip(bounds, bounds[1:], strict=False):
         kept += step_times[start + warmup_steps(end - start) : end]
     return statistics.median(kept)
+
+
+def calibrate_step_seconds(
+    models: Models, make_step: Callable[[Models], Callable[[int], None]], steps: int
+) -> float:
+    """Median seconds of ``steps`` training steps after warm-up, run on copies of the student and
+    method inside a forked RNG (the run itself is untouched).
+
+    ``make_step(copies)`` returns the function that trains ``copies`` for one step ``i``.
+    """
+    device = next(models.model.parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        copies = Models(
+            copy.deepcopy(models.model), copy.deepcopy(models.method), models.teacher, models.uses_x
+        )
+        step = make_step(copies)
+        times = []
+        for i in range(steps):
+            start = time.perf_counter()
+            step(i)
+            if devices:
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    median = median_step_seconds(times, [0])
+    assert median is not None
+    return median

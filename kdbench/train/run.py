@@ -28,8 +28,8 @@ from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore, write_json_atomic
-from kdbench.train import checkpoint
-from kdbench.train.cost import count_step_flops, median_step_seconds
+from kdbench.train import budget, checkpoint
+from kdbench.train.cost import calibrate_step_seconds, count_step_flops, median_step_seconds
 from kdbench.train.loop import (
     Models,
     batch_indices,
@@ -258,8 +258,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     device = pick_device(spec.device)
     cfg = spec.train
     train_set, eval_set, models = _build(spec, store, device)
-    params = [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, cfg)
+    optimizer = _optimizer(_trainable(models), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] and device.type == "cuda")
     ckpt_path = store.checkpoint_path(spec.id)
     state = _restore(ckpt_path, models, optimizer, scaler)
@@ -267,13 +266,13 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     def evaluate_model() -> dict[str, Any]:
         return evaluate(models.model, eval_set, models.uses_x, cfg["batch_size"], device, cfg)
 
-    first = batch_indices(len(train_set), cfg["batch_size"], spec.seed, 0)
-    flops = count_step_flops(
-        models, to_device(collate(train_set, first), device, cfg["channels_last"]), cfg["steps"]
-    )
-    total = cfg["steps"]
-    per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
+    first = batch_indices(len(train_set), cfg["batch_size"], spec.seed, 0)
+    first_batch = to_device(collate(train_set, first), device, cfg["channels_last"])
+    flops = count_step_flops(models, first_batch, cfg["steps"])
+    spent = _budget(spec, store, train_set, models, first_batch, flops.total, device, normals)
+    total = spent.steps
+    per_epoch = max(1, len(train_set) // cfg["batch_size"])
     models.model.train()
     window: list[dict[str, float]] = []
     session_start, session_step = time.perf_counter(), state.step
@@ -347,11 +346,70 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             "peak_memory_mb": memory,
             "peak_memory_source": _memory_source(device),
             "device_hours": wall / 3600,
+            "budget": spent.to_dict(_run_budget(spec)),
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
         "env": environment(device),
     }
+
+
+def _run_budget(spec: RunSpec) -> dict[str, Any]:
+    """The run's resolved budget (records written before budgets existed: its steps)."""
+    return spec.train.get("budget") or {"steps": spec.train["steps"]}
+
+
+def _budget(
+    spec: RunSpec,
+    store: RunStore,
+    train_set: Any,
+    models: Models,
+    data: dict[str, torch.Tensor],
+    flops_per_step: int,
+    device: torch.device,
+    normals: bool,
+) -> budget.Resolved:
+    """The run's step count under its budget (:mod:`kdbench.train.budget`), measured on the
+    first batch ``data``: a seconds budget times training steps of copies of the models, a
+    matched one counts the other rows' FLOPs with the suite's teacher."""
+    cfg = spec.train
+
+    def make_step(copies: Models) -> Callable[[int], None]:
+        optimizer = _optimizer(_trainable(copies), cfg)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] and device.type == "cuda")
+        n = budget.CALIBRATION_STEPS
+
+        def step(i: int) -> None:
+            train_step(copies, data, i, n, spec.seed, cfg, optimizer, scaler, device, normals)
+
+        return step
+
+    def rows_flops(rows: list[Any]) -> list[int]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            teacher = models.teacher or load_teacher(
+                store, _teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
+            ).to(device)
+            out = []
+            for terms in rows:
+                method = build_method(
+                    [(n, o) for n, o in terms], models.model.tap_info, teacher.tap_info
+                ).to(device)
+                row = Models(models.model, method, teacher, models.uses_x)
+                out.append(count_step_flops(row, data, cfg["steps"]).total)
+        return out
+
+    return budget.steps_for(
+        _run_budget(spec),
+        flops_per_step,
+        lambda: calibrate_step_seconds(models, make_step, budget.CALIBRATION_STEPS),
+        store.root / "budgets" / f"{spec.id}.json",
+        rows_flops,
+    )
+
+
+def _trainable(models: Models) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: the trained model's and the method's."""
+    return [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
 
 
 def _memory_source(device: torch.device) -> str:
