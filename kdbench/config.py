@@ -161,7 +161,7 @@ class RunSpec:
             "method": self.method,
             "seed": self.seed,
             "teacher": self.teacher_id,
-            "budget": budget_label(self.train["budget"]) if "budget" in self.train else None,
+            "budget": budget_label(self.train.get("budget") or {"steps": self.train["steps"]}),
         }
 
     def describe(self) -> str:
@@ -375,12 +375,13 @@ def _budget_list(train: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(b) for b in budget] if isinstance(budget, list) else [dict(budget)]
 
 
-def _with_budget(train: dict[str, Any], budget: Any) -> dict[str, Any]:
-    """``train`` with one resolved budget (a steps budget also sets ``steps``)."""
-    out = {**train, "budget": budget}
-    if isinstance(budget, dict) and "steps" in budget:
-        out["steps"] = budget["steps"]
-    return out
+def _with_budget(train: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """``train`` with one resolved budget. A steps budget is ``steps`` itself (no ``budget``
+    key), so a steps run has one source of truth and keeps the id it had before budgets."""
+    out = {k: v for k, v in train.items() if k != "budget"}
+    if "steps" in budget:
+        return {**out, "steps": budget["steps"]}
+    return {**out, "budget": budget}
 
 
 def matched(budget: dict[str, Any], rows: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -78,12 +78,13 @@ def test_budget_keys_are_checked_with_their_path(tmp_path: Path) -> None:
 
 def test_train_steps_is_the_default_budget_and_a_list_is_an_axis(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path, {"steps": 5}))
-    assert {s.train["budget"]["steps"] for s in suite.runs} == {5}
+    assert {s.train["steps"] for s in suite.runs} == {5}
+    assert all("budget" not in s.train for s in suite.runs)  # ids as before budgets existed
     suite = load_suite(
         write_suite(tmp_path, {"budget": [{"steps": 4}, {"flops": 1e9}]}, matched_baseline=True)
     )
     (teacher,) = suite.teachers
-    assert teacher.train["budget"] == {"steps": 6}  # teachers keep train.steps
+    assert teacher.train["steps"] == 6 and "budget" not in teacher.train  # train.steps
     labels = sorted({(s.axes["budget"], s.method) for s in suite.students})
     assert labels == sorted(
         (b, m) for b in ("4 steps", "1e+09 FLOPs") for m in ("none", "kd", MATCHED_BASELINE)
