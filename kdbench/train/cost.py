@@ -31,12 +31,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch
@@ -65,9 +65,38 @@ class StepFlops:
 T = TypeVar("T")
 
 
+def _conv_backward_flops(
+    grad_out_shape: list[int],
+    x_shape: list[int],
+    w_shape: list[int],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of ``aten.convolution_backward``, grouped convolutions counted right.
+
+    ``args`` = (bias, stride, padding, dilation, transposed, output_padding, groups,
+    output_mask). Each gradient does the products of the forward pass once: grad of the input
+    is the transposed convolution of grad_out with w, grad of the weight the correlation of x
+    with grad_out, both 2·N·C_out·H_out·W_out·(C_in/groups)·k² for a plain convolution. (Torch
+    2.x's own formula counts the weight gradient as if groups were 1, 16x too much for a
+    16-channel depthwise convolution.)
+    """
+    transposed, output_mask = args[4], args[7]
+    flops = 0
+    if output_mask[0]:
+        flops += conv_flop_count(grad_out_shape, w_shape, x_shape, not transposed)
+    if output_mask[1]:
+        flops += conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return flops
+
+
 def _counted(fn: Callable[[], T]) -> tuple[T, int]:
     """``fn()`` and the FLOPs it performed."""
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(
+        display=False,
+        custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops},
+    )
     with counter:
         result = fn()
     return result, int(counter.get_total_flops())

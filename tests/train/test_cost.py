@@ -14,18 +14,20 @@ from kdbench.train.loop import Models
 N, H, W, K = 2, 32, 48, 5
 
 
-def conv_flops(cin: int, cout: int, k: int, h_out: int, w_out: int) -> int:
-    """2 FLOPs per multiply-add: N·C_out·H_out·W_out outputs of C_in·k² products each."""
-    return 2 * N * cout * h_out * w_out * cin * k * k
+def conv_flops(cin: int, cout: int, k: int, h_out: int, w_out: int, groups: int = 1) -> int:
+    """2 FLOPs per multiply-add: N·C_out·H_out·W_out outputs of (C_in/groups)·k² products."""
+    return 2 * N * cout * h_out * w_out * (cin // groups) * k * k
 
 
 class TinyNet(nn.Module):
-    """conv3x3/2 (in->c1), BN, ReLU, conv3x3/2 (c1->c2), ReLU, conv1x1 (c2->K); no biases."""
+    """conv3x3/2 (in->c1), BN, ReLU, depthwise conv3x3 (c1), conv3x3/2 (c1->c2), ReLU,
+    conv1x1 (c2->K); no biases."""
 
     def __init__(self, cin: int, c1: int, c2: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, c1, 3, stride=2, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(c1)
+        self.depthwise = nn.Conv2d(c1, c1, 3, padding=1, groups=c1, bias=False)
         self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=False)
         self.classifier = nn.Conv2d(c2, K, 1, bias=False)
         self.tap_info = TapInfo((c1, c2), (2, 4), c2, K, 4)
@@ -33,7 +35,7 @@ class TinyNet(nn.Module):
 
     def forward(self, rgb: Tensor, x: Tensor | None = None) -> Outputs:
         inp = rgb if self.cin == 3 else torch.cat([rgb, x], 1)
-        f1 = torch.relu(self.bn(self.conv1(inp)))
+        f1 = self.depthwise(torch.relu(self.bn(self.conv1(inp))))
         f2 = torch.relu(self.conv2(f1))
         return Outputs(logits=self.classifier(f2), stages=(f1, f2), decoder=f2)
 
@@ -60,11 +62,12 @@ def tiny_models(method: str | None) -> Models:
 
 def test_student_step_flops_equal_the_hand_count() -> None:
     f1 = conv_flops(3, 8, 3, H // 2, W // 2)
+    dw = conv_flops(8, 8, 3, H // 2, W // 2, groups=8)
     f2 = conv_flops(8, 16, 3, H // 4, W // 4)
     f3 = conv_flops(16, K, 1, H // 4, W // 4)
     # backward: grad of weight for every conv, grad of input for all but the first (the image
     # needs no gradient): the first conv costs 2x its forward, the others 3x
-    expected = 2 * f1 + 3 * f2 + 3 * f3
+    expected = 2 * f1 + 3 * dw + 3 * f2 + 3 * f3
     flops = count_step_flops(tiny_models(None), batch(), total_steps=10)
     assert flops.teacher_forward == 0 and flops.loss == 0
     assert abs(flops.student - expected) <= 0.01 * expected
@@ -74,6 +77,7 @@ def test_student_step_flops_equal_the_hand_count() -> None:
 def test_teacher_and_learnable_loss_parts_are_counted_apart() -> None:
     teacher_fwd = (
         conv_flops(4, 12, 3, H // 2, W // 2)
+        + conv_flops(12, 12, 3, H // 2, W // 2, groups=12)
         + conv_flops(12, 24, 3, H // 4, W // 4)
         + conv_flops(24, K, 1, H // 4, W // 4)
     )
