@@ -69,7 +69,7 @@ def budget_label(budget: dict[str, Any]) -> str:
         return budget_label(amount["budget"])
     if kind == "steps":
         return f"{amount} steps"
-    return f"{amount:.3g} FLOPs" if kind == "flops" else f"{amount:g} s"
+    return f"{amount:g} FLOPs" if kind == "flops" else f"{amount:g} s"
 
 
 MATCHED_BASELINE = "none-matched"
@@ -165,8 +165,10 @@ class RunSpec:
         }
 
     def describe(self) -> str:
+        budget = f" budget={self.axes['budget']}" if self.train.get("budget") else ""
         return (
             f"{self.kind:7s} {self.dataset}/{self.model['backbone']} {self.method} seed={self.seed}"
+            + budget
         )
 
     def to_dict(self) -> dict[str, Any]:
