@@ -171,6 +171,11 @@ class RunSpec:
             + budget
         )
 
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunSpec:
+        """The spec of :meth:`to_dict`'s output (a record's ``config``)."""
+        return cls(**{**config, "method_terms": tuple(tuple(t) for t in config["method_terms"])})
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["method_terms"] = [list(t) for t in self.method_terms]

@@ -91,6 +91,9 @@ def add_commands(subparsers: Any) -> None:
     table.add_argument("--cost", action="store_true",
                        help="add what the runs cost: steps, GFLOPs per step, TFLOPs, s/step, "
                        "device-hours (a cost table after the table; columns in CSV)")
+    table.add_argument("--trace", action="store_true",
+                       help="add the runs behind every cell and the command that reproduces "
+                       "each (a table after the table; columns in CSV)")
     table.set_defaults(func=run_table)
 
     report = subparsers.add_parser(
@@ -140,6 +143,8 @@ def run_table(args: argparse.Namespace) -> int:
     text = render(tables, args.format, args.ranks, args.power)
     if args.cost:
         text = _with_cost(text, frame, spec, args.format)
+    if args.trace:
+        text = _with_trace(text, frame, spec, args.format, args.results)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -156,6 +161,16 @@ def _with_cost(text: str, frame: Any, spec: Any, fmt: str) -> str:
         return cost.add_cost_columns(text, frame, spec)
     module = markdown if fmt == "markdown" else latex
     return text + "\n" + module.render_simple(cost.cost_table(frame, spec))
+
+
+def _with_trace(text: str, frame: Any, spec: Any, fmt: str, results: str) -> str:
+    """``text`` with the runs of every cell and their reproducing commands."""
+    from kdbench.report import latex, markdown, trace
+
+    if fmt == "csv":
+        return trace.add_trace_columns(text, frame, spec, results)
+    module = markdown if fmt == "markdown" else latex
+    return text + "\n" + module.render_simple(trace.trace_table(frame, spec, results))
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -164,9 +164,7 @@ def _teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
     record = store.load(spec.teacher_id or "")
     if record is None:
         raise KdbenchError(f"teacher run {spec.teacher_id} has no record in {store.root}")
-    config = dict(record["config"])
-    config["method_terms"] = tuple(tuple(t) for t in config["method_terms"])
-    return RunSpec(**config)
+    return RunSpec.from_dict(record["config"])
 
 
 @dataclass
