@@ -111,6 +111,18 @@ TEACHER_SCHEMA: dict[str, Field] = {
 }
 """The RGB-X teacher: ``backbone`` defaults to each student's, ``seed`` null = the run's seed."""
 
+def _fraction(value: Any) -> str | None:
+    return None if 0.0 < value < 1.0 else "expected a fraction between 0 and 1"
+
+
+TUNE_SCHEMA: dict[str, Field] = {
+    "trials": Field((int,), 0, check=non_negative),
+    "split": Field((float,), 0.2, check=_fraction),
+    "seed": Field((int,), 0),
+}
+"""Tuning: ``trials`` option sets per method row (0 = no tuning), each trained on the training
+split minus a held-out ``split`` fraction and scored on it (:mod:`kdbench.train.tuning`)."""
+
 SUITE_SCHEMA: dict[str, Field] = {
     "name": Field((str,), required=True, check=_suite_name),
     "description": Field((str,), ""),
@@ -125,6 +137,7 @@ SUITE_SCHEMA: dict[str, Field] = {
     "launch": Field((dict,), None),
     "plugins": Field((list,), []),
     "matched_baseline": Field((bool,), False),
+    "tune": Field((dict,), None, children=TUNE_SCHEMA),
 }
 
 
@@ -200,14 +213,19 @@ class Suite:
     settings: dict[str, Any]
     teachers: list[RunSpec]
     students: list[RunSpec]
+    trials: list[RunSpec] = field(default_factory=list)
+    """Tuning trials (``tune:``): they train after the teachers, before the students."""
 
     @property
     def runs(self) -> list[RunSpec]:
-        return self.teachers + self.students
+        return self.teachers + self.trials + self.students
 
     @property
     def waves(self) -> list[list[RunSpec]]:
-        return [self.teachers, self.students]
+        return [self.teachers, self.trials, self.students] if self.trials else [
+            self.teachers,
+            self.students,
+        ]
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -447,6 +465,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []
+    trials: dict[tuple[str, str, str], list[RunSpec]] = {}
     common = {"suite": settings["name"], "device": settings["device"]}
     for dataset, dataset_options in datasets:
         for backbone, student_options in students:
@@ -480,6 +499,14 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                         run_budget = budget
                         if label == MATCHED_BASELINE:
                             run_budget = matched(budget, [r for r in rows if r[1]])
+                        run_train = _with_budget(train, run_budget)
+                        if settings["tune"]["trials"] and terms:
+                            key = (dataset, backbone, label)
+                            if key not in trials:  # the first seed's teacher and budget
+                                trials[key] = _trials(
+                                    teacher, student_model, seed, label, terms, run_train, settings
+                                )
+                            run_train["tune"] = {"trials": [t.id for t in trials[key]]}
                         student_runs.append(
                             RunSpec(
                                 kind="student",
@@ -489,9 +516,56 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                                 method=label,
                                 method_terms=terms,
                                 seed=seed,
-                                train=_with_budget(train, run_budget),
+                                train=run_train,
                                 teacher_id=teacher.id,
                                 **common,
                             )
                         )
-    return Suite(settings["name"], path, settings, list(teachers.values()), student_runs)
+    trial_runs = [t for group in trials.values() for t in group]
+    return Suite(
+        settings["name"], path, settings, list(teachers.values()), student_runs, trial_runs
+    )
+
+
+def _trials(
+    teacher: RunSpec,
+    model: dict[str, Any],
+    seed: int,
+    label: str,
+    terms: tuple[tuple[str, dict[str, Any]], ...],
+    train: dict[str, Any],
+    settings: dict[str, Any],
+) -> list[RunSpec]:
+    """The tuning trials of one row: ``tune.trials`` option sets sampled from each term's
+    search space (options the suite sets stay fixed), trained on the training split minus the
+    held-out ``tune.split`` (``train.holdout``) with the student's recipe, the suite's first
+    seed and budget."""
+    from kdbench.registry import METHODS
+    from kdbench.search import trial_options
+
+    def space(name: str) -> Any:
+        return METHODS.get(name).search_space
+
+    tune = settings["tune"]
+    out = []
+    for i in range(tune["trials"]):
+        sampled = tuple(
+            (name, trial_options(space(name), options, tune["seed"], f"{label}/{name}", i))
+            for name, options in terms
+        )
+        out.append(
+            RunSpec(
+                kind="trial",
+                dataset=teacher.dataset,
+                dataset_options=teacher.dataset_options,
+                model=model,
+                method=label,
+                method_terms=sampled,
+                seed=seed,
+                train={**train, "holdout": {"split": tune["split"], "seed": tune["seed"]}},
+                teacher_id=teacher.id,
+                suite=teacher.suite,
+                device=teacher.device,
+            )
+        )
+    return out

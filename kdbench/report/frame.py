@@ -14,6 +14,7 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
   student forward and backward, distillation loss), ``teacher_gflops``, ``student_gflops``,
   ``loss_gflops`` (its parts), ``steps``, ``tflops`` (all steps), ``step_s_median``,
   ``device_hours`` (NaN for records without a cost);
+- ``tuned``: the options a tuned run chose (``kd: tau=2.0, weight=1.1``), else None;
 - ``error``: the one-line error of a failed run, else None.
 
 Class columns keep the order in which classes first appear in the records.
@@ -74,7 +75,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 2
+ROW_VERSION = 3
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -105,8 +106,19 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     for name in PARAMS:
         out[name] = _number(record.get(name))
     out.update(_cost(record.get("cost") or {}))
+    out["tuned"] = _tuned(record.get("tuning"))
     out["error"] = record.get("error")
     return out
+
+
+def _tuned(tuning: Mapping[str, Any] | None) -> str | None:
+    """The chosen options of a tuned run as one line, None for a run without tuning."""
+    if not tuning:
+        return None
+    return "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        for name, options in tuning.get("chosen") or ()
+    )
 
 
 def _cost(cost: Mapping[str, Any]) -> dict[str, float]:
@@ -146,7 +158,7 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     fixed += list(SCALAR_METRICS)
     classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
     cost = list(TIMING) + list(PARAMS) + list(COST)
-    frame = frame.reindex(columns=fixed + classes + cost + ["error"])
+    frame = frame.reindex(columns=fixed + classes + cost + ["tuned", "error"])
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
 

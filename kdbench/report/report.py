@@ -168,6 +168,22 @@ def _curves(hist: pd.DataFrame, students: pd.DataFrame, out: Path, prefix: str) 
     return lines
 
 
+def _tuning(frame: pd.DataFrame) -> list[str]:
+    """The options every tuned row chose (one line per method, data set and student)."""
+    tuned = frame[(frame["kind"] == "student") & frame["tuned"].notna()]
+    if tuned.empty:
+        return []
+    lines = ["## Tuned options", "",
+             "Chosen per row from the same number of trials for every method, each scored on a "
+             "held-out part of the training split (never the evaluation split).", "",
+             "| suite | dataset | student | method | chosen options |",
+             "| :-- | :-- | :-- | :-- | :-- |"]
+    keys = ["suite", "dataset", "student", "method", "tuned"]
+    for r in tuned[keys].drop_duplicates().sort_values(keys).itertuples(index=False):
+        lines.append("| " + " | ".join(markdown.escape(str(c)) for c in r) + " |")
+    return lines + [""]
+
+
 def _problems(frame: pd.DataFrame) -> list[str]:
     """A table of the runs that failed or are still running."""
     bad = frame[frame["status"] != "complete"]
@@ -212,6 +228,7 @@ def write_report(results: str | Path, out: str | Path, options: ReportOptions) -
             table = replace(spec, where=(*spec.where, ("suite", (suite,))))
             lines += [f"## Suite {markdown.escape(suite)}", ""]
             lines += _section(frame, hist, out, f"{_slug(suite)}_", replace(options, table=table))
+    lines += _tuning(frame)
     lines += ["## Runs not complete", "", *_problems(frame)]
     path = out / "report.md"
     path.write_text("\n".join(lines))

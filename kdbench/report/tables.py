@@ -203,7 +203,7 @@ def select_students(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     Of several runs with the same axes and seed, a complete one wins over a running one over a
     failed one; two complete ones are a :class:`KdbenchError` (they would be averaged silently).
     """
-    students = frame[frame["kind"] != TEACHER].copy()
+    students = frame[frame["kind"] == "student"].copy()  # not teachers, not tuning trials
     students[list(AXES)] = students[list(AXES)].fillna(UNKNOWN)
     students["seed"] = [None if pd.isna(s) else int(s) for s in students["seed"]]
     for axis, accepted in spec.where:

@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.data.holdout import PARTS, HoldOut
 from kdbench.errors import KdbenchError
 from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore, write_json_atomic
-from kdbench.train import budget, checkpoint
+from kdbench.train import budget, checkpoint, tuning
 from kdbench.train.cost import calibrate_step_seconds, count_step_flops, median_step_seconds
 from kdbench.train.loop import (
     Models,
@@ -54,8 +55,13 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_datasets(spec: RunSpec) -> tuple[Any, Any]:
-    """The train and eval splits of the run's data set (shared by the runs of one process)."""
-    return _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+    """The train and eval splits of the run's data set (shared by the runs of one process); for
+    a tuning trial the fit and held-out parts of the training split instead."""
+    train, evaluation = _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+    holdout = spec.train.get("holdout")
+    if holdout:
+        return tuple(HoldOut(train, holdout["split"], part, holdout["seed"]) for part in PARTS)
+    return train, evaluation
 
 
 @functools.lru_cache(maxsize=2)
@@ -227,7 +233,7 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     train_set, eval_set = build_datasets(spec)
     model = build_model(spec, train_set.num_classes, train_set.x_channels)
     teacher = None
-    if spec.kind == "student" and spec.method_terms:  # the baseline never runs its teacher
+    if spec.kind != "teacher" and spec.method_terms:  # the baseline never runs its teacher
         teacher = load_teacher(
             store, _teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
         )
@@ -255,7 +261,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     start = time.perf_counter()
     device = pick_device(spec.device)
     cfg = spec.train
-    train_set, eval_set, models = _build(spec, store, device)
+    tuned_spec, tuned = tuning.choose(spec, store)  # builds the method; the run keeps spec.id
+    train_set, eval_set, models = _build(tuned_spec, store, device)
     optimizer = _optimizer(_trainable(models), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] and device.type == "cuda")
     ckpt_path = store.checkpoint_path(spec.id)
@@ -349,6 +356,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
         "env": environment(device),
+        **({"tuning": tuned} if tuned else {}),
     }
 
 
