@@ -50,7 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor = _executor(args, suite, results)
         from kdbench.train.run import train_run
 
-        records = executor.run(pending, results, train_run)
+        # with tuning trials, the final runs start once every trial is done (on SLURM too)
+        passes = [pending] if len(pending) == 2 else [pending[:2], [[], *pending[2:]]]
+        records = [r for part in passes for r in executor.run(part, results, train_run)]
         failed = [r for r in records if r["status"] != "complete"]
     else:
         failed = []
