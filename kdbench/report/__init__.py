@@ -14,6 +14,8 @@ Modules, each with one job: :mod:`~kdbench.report.frame` (records -> DataFrame),
 :mod:`~kdbench.report.text` (what cells and captions say), :mod:`~kdbench.report.render`
 (tables -> one format),
 :mod:`~kdbench.report.summary` (average ranks, Friedman/Nemenyi, seeds needed),
+:mod:`~kdbench.report.cost` (the cost table and columns), :mod:`~kdbench.report.budgets`
+(rankings per budget), :mod:`~kdbench.report.trace` (the runs behind each cell),
 :mod:`~kdbench.report.plots`, :mod:`~kdbench.report.report` (the ``kdbench report`` folder) and
 :mod:`~kdbench.report.commands` (the CLI subcommands).
 
@@ -39,9 +41,12 @@ def load_results(path: str | Path) -> pd.DataFrame:
 
     Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
     "failed" | "running"), ``dataset``, ``student``, ``method``, ``seed`` (Int64), ``teacher``
-    (the teacher's run id, None for teachers), ``miou``, ``mfsc``, ``pixel_acc`` (percent, NaN
+    (the teacher's run id, None for teachers), ``budget`` (its label), ``miou``, ``mfsc``, ``pixel_acc`` (percent, NaN
     unless complete), one ``iou.<class>`` column per class, ``wall_time_s``, ``step_time_s``,
-    ``peak_memory_mb``, ``extra_params``, ``student_params`` and ``error`` (failed runs).
+    ``peak_memory_mb``, ``extra_params``, ``student_params``, the cost columns
+    (``gflops_per_step``, ``teacher_gflops``, ``student_gflops``, ``loss_gflops``, ``steps``,
+    ``tflops``, ``step_s_median``, ``device_hours``), ``tuned`` (a tuned run's chosen options)
+    and ``error`` (failed runs). ``kind`` "trial" rows are tuning trials.
 
     Loading keeps a cache of these rows in ``<path>/.kdbench-report-cache.json`` and parses
     again only the records that changed (see :mod:`kdbench.report.cache`); delete it at will.
