@@ -96,7 +96,7 @@ TRAIN_SCHEMA: dict[str, Field] = {
 }
 """The training recipe; the same for every method of a suite (teachers may override it).
 ``budget``: one budget (``{steps: N}``, ``{flops: F}`` or ``{seconds: S}``), a list of them (a
-grid axis: every student run once per budget; teachers take the first), or null for
+grid axis: every student run once per budget), or null for
 ``{steps: train.steps}`` (see :mod:`kdbench.train.budget`). Teachers train with
 ``teacher.train.budget`` if given, else ``train.steps`` steps, whatever the students' budget."""
 
@@ -110,6 +110,7 @@ TEACHER_SCHEMA: dict[str, Field] = {
     "train": Field((dict,), None),
 }
 """The RGB-X teacher: ``backbone`` defaults to each student's, ``seed`` null = the run's seed."""
+
 
 def _fraction(value: Any) -> str | None:
     return None if 0.0 < value < 1.0 else "expected a fraction between 0 and 1"
@@ -222,10 +223,9 @@ class Suite:
 
     @property
     def waves(self) -> list[list[RunSpec]]:
-        return [self.teachers, self.trials, self.students] if self.trials else [
-            self.teachers,
-            self.students,
-        ]
+        if self.trials:
+            return [self.teachers, self.trials, self.students]
+        return [self.teachers, self.students]
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
