@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -154,3 +155,23 @@ def test_the_matched_baseline_trains_as_long_as_the_costliest_method_spends(
     costliest = 4 * cirkd["flops_per_step"]["total"]
     assert matched["budget"]["matched_to"] == "cirkd"
     assert matched["steps"] == costliest // matched["flops_per_step"]["total"] > 4
+
+
+def test_a_seconds_budget_run_calibrates_once_and_a_rerun_trains_the_same_steps(
+    tmp_path: Path,
+    flops_suite,  # noqa: ANN001
+) -> None:
+    _, results = flops_suite
+    suite = load_suite(write_suite(tmp_path, {"budget": {"seconds": 0.5}}, methods=["none", "kd"]))
+    kd = next(s for s in suite.students if s.method == "kd")
+    other = tmp_path / "results"
+    (other / "runs").mkdir(parents=True)
+    os.symlink(RunStore(results).run_dir(kd.teacher_id), other / "runs" / kd.teacher_id)
+    first = train_run(kd, other)
+    calibration = json.loads((other / "budgets" / f"{kd.id}.json").read_text())
+    steps = max(1, math.floor(0.5 / calibration["step_s"]))
+    assert first["cost"]["steps"] == calibration["steps"] == steps
+    RunStore(other).record_path(kd.id).unlink()  # the run is redone from scratch ...
+    again = train_run(kd, other)
+    assert again["cost"]["steps"] == first["cost"]["steps"]  # ... with the recorded calibration
+    assert again["metrics"] == first["metrics"]
