@@ -60,7 +60,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
 def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     """The Markdown mIoU table of the runs ``run_ids`` under ``path`` (``kdbench run``'s summary).
 
-    Rows method, columns data set / student, as ``kdbench table``. When there is nothing to
+    Rows method, columns data set / student (/ budget, when the runs have several), as
+    ``kdbench table``. When there is nothing to
     tabulate yet (no complete student run, say) it says so in one line instead of raising: the
     runs themselves went through.
     """
@@ -70,6 +71,8 @@ def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     try:
         frame = load_results(path)
         frame = frame[frame["id"].isin(set(run_ids))]
-        return render(build_tables(frame, TableSpec()), "markdown")
+        several = frame.loc[frame["kind"] == "student", "budget"].nunique() > 1
+        spec = TableSpec(cols=("dataset", "student", "budget")) if several else TableSpec()
+        return render(build_tables(frame, spec), "markdown")
     except KdbenchError as exc:
         return f"(no results table: {exc})"
