@@ -39,11 +39,12 @@ __all__ = ["load_results", "summary_table"]
 def load_results(path: str | Path) -> pd.DataFrame:
     """The run records under the results folder ``path`` as a DataFrame, one row per run.
 
-    Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
-    "failed" | "running"), ``dataset``, ``student``, ``method``, ``seed`` (Int64), ``teacher``
-    (the teacher's run id, None for teachers), ``budget`` (its label), ``miou``, ``mfsc``, ``pixel_acc`` (percent, NaN
-    unless complete), one ``iou.<class>`` column per class, ``wall_time_s``, ``step_time_s``,
-    ``peak_memory_mb``, ``extra_params``, ``student_params``, the cost columns
+    Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student" | "trial"), ``status``
+    ("complete" | "failed" | "running"), ``dataset``, ``student``, ``method``, ``budget`` (its
+    label), ``seed`` (Int64), ``teacher`` (the teacher's run id, None for teachers), ``miou``,
+    ``mfsc``, ``pixel_acc`` (percent, NaN unless complete), one ``iou.<class>`` column per
+    class, ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
+    ``student_params``, the cost columns
     (``gflops_per_step``, ``teacher_gflops``, ``student_gflops``, ``loss_gflops``, ``steps``,
     ``tflops``, ``step_s_median``, ``device_hours``), ``tuned`` (a tuned run's chosen options)
     and ``error`` (failed runs). ``kind`` "trial" rows are tuning trials.
