@@ -1,4 +1,4 @@
-"""The ``kdbench`` command: run | status | list | table | report.
+"""The ``kdbench`` command: run | status | list | reproduce | table | report.
 
 Exit codes: 0 success, 1 a run failed, 2 bad input (printed as one line, no traceback).
 Only argparse is imported at start-up so that ``kdbench --help`` answers at once; each command
@@ -65,9 +65,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         from kdbench.train.run import train_run
 
         if args.detach:
+            if len(pending) > 2:
+                raise KdbenchError(
+                    "--detach: a suite with tuning trials (tune.trials) needs the submitting "
+                    "process to choose each row's options before its final runs start"
+                )
             print(executor.detach(pending, results, train_run))  # type: ignore[union-attr]
             return EXIT_OK
-        records = executor.run(pending, results, train_run)
+        # with tuning trials, the final runs start once every trial is done (on SLURM too)
+        passes = [pending] if len(pending) == 2 else [pending[:2], [[], *pending[2:]]]
+        records = [r for part in passes for r in executor.run(part, results, train_run)]
         failed = [r for r in records if r["status"] != "complete"]
     else:
         failed = []
@@ -210,6 +217,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from kdbench.reproduce import reproduce
+
+    out = Path(args.out) if args.out else Path(args.results) / "reproduced"
+    failed = False
+    for recorded, again in reproduce(args.results, args.run_id, out):
+        same = recorded.get("metrics") == again.get("metrics")
+        failed |= again["status"] != "complete"
+        miou = (again.get("metrics") or {}).get("miou")
+        print(f"{again['id']}  {again['status']}  mIoU {miou}  "
+              f"{'same metrics as recorded' if same else 'metrics differ from the record'}")
+    print(f"reproduced into {out}", file=sys.stderr)
+    return EXIT_RUN_FAILED if failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbench",
@@ -266,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lst.add_argument("what", choices=("methods", "backbones", "datasets", "teachers", "heads"))
     lst.set_defaults(func=cmd_list)
+    rep = sub.add_parser("reproduce", help="train a recorded run again from its record alone",
+                         description="Rebuild a run (and its teacher if it needs one) from "
+                         "the config in its record, train it into another folder and compare "
+                         "the metrics with the recorded ones.")
+    rep.add_argument("results", help="results folder holding the run's record")
+    rep.add_argument("run_id", help="the run id (12 hex digits; see kdbench table --trace)")
+    rep.add_argument("--out", help="output folder (default: RESULTS/reproduced)")
+    rep.set_defaults(func=cmd_reproduce)
     from kdbench.report.commands import add_commands
 
     add_commands(sub)

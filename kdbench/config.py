@@ -70,6 +70,41 @@ def _fraction(value: Any) -> str | None:
     return None if 0 <= value < 1 else "expected a value in [0, 1)"
 
 
+BUDGET_KINDS = ("steps", "flops", "seconds")
+
+
+def _budget(value: Any) -> str | None:
+    """``{steps|flops|seconds: positive number}`` (steps an integer), else an error text."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in BUDGET_KINDS:
+        return "expected {steps: N}, {flops: F} or {seconds: S}"
+    kind, amount = next(iter(value.items()))
+    number = isinstance(amount, (int, float)) and not isinstance(amount, bool)
+    if not number or amount <= 0 or (kind == "steps" and not isinstance(amount, int)):
+        return f"budget {kind}: expected a positive {'integer' if kind == 'steps' else 'number'}"
+    return None
+
+
+def _budgets(value: Any) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    if value is None or not items:
+        return None if value is None else "expected at least one budget"
+    return next((problem for item in items if (problem := _budget(item))), None)
+
+
+def budget_label(budget: dict[str, Any]) -> str:
+    """``{"flops": 2e12}`` -> ``"2e+12 FLOPs"``: a budget's table label (matched: its base's)."""
+    kind, amount = next(iter(budget.items()))
+    if kind == "match":
+        return budget_label(amount["budget"])
+    if kind == "steps":
+        return f"{amount} steps"
+    return f"{amount:g} FLOPs" if kind == "flops" else f"{amount:g} s"
+
+
+MATCHED_BASELINE = "none-matched"
+"""Row label of the compute-matched baseline (``matched_baseline: true``)."""
+
+
 TRAIN_SCHEMA: dict[str, Field] = {
     "steps": Field((int,), 300, check=positive),
     "batch_size": Field((int,), 8, check=positive),
@@ -89,10 +124,15 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "log_every": Field((int,), 10, check=positive),
     "eval_every": Field((int,), 0, check=non_negative),
     "checkpoint_every": Field((int,), 50, check=positive),
+    "budget": Field((dict, list, type(None)), None, check=_budgets),
 }
 """The training recipe; the same for every method of a suite (teachers may override it).
 ``crop`` null = the loaded size; ``workers`` null = one DataLoader worker per CPU the process may
-use, at most 8 (the metrics do not depend on it)."""
+use, at most 8 (the metrics do not depend on it, and it is not part of the run id).
+``budget``: one budget (``{steps: N}``, ``{flops: F}`` or ``{seconds: S}``), a list of them (a
+grid axis: every student run once per budget), or null for
+``{steps: train.steps}`` (see :mod:`kdbench.train.budget`). Teachers train with
+``teacher.train.budget`` if given, else ``train.steps`` steps, whatever the students' budget."""
 
 EVAL_SCHEMA: dict[str, Field] = {
     "mode": Field((str,), "whole", check=one_of("whole", "slide")),
@@ -119,6 +159,19 @@ TEACHER_SCHEMA: dict[str, Field] = {
 """The RGB-X teacher: ``backbone`` and ``head`` default to the students', ``seed`` null = the
 run's seed."""
 
+
+def _open_fraction(value: Any) -> str | None:
+    return None if 0.0 < value < 1.0 else "expected a fraction between 0 and 1"
+
+
+TUNE_SCHEMA: dict[str, Field] = {
+    "trials": Field((int,), 0, check=non_negative),
+    "split": Field((float,), 0.2, check=_open_fraction),
+    "seed": Field((int,), 0),
+}
+"""Tuning: ``trials`` option sets per method row (0 = no tuning), each trained on the training
+split minus a held-out ``split`` fraction and scored on it (:mod:`kdbench.train.tuning`)."""
+
 SUITE_SCHEMA: dict[str, Field] = {
     "name": Field((str,), required=True, check=_suite_name),
     "description": Field((str,), ""),
@@ -134,6 +187,8 @@ SUITE_SCHEMA: dict[str, Field] = {
     "device": Field((str,), "auto", check=one_of("auto", "cpu", "cuda")),
     "launch": Field((dict,), None),
     "plugins": Field((list,), []),
+    "matched_baseline": Field((bool,), False),
+    "tune": Field((dict,), None, children=TUNE_SCHEMA),
 }
 
 
@@ -186,12 +241,20 @@ class RunSpec:
             "method": self.method,
             "seed": self.seed,
             "teacher": self.teacher_id,
+            "budget": budget_label(self.train.get("budget") or {"steps": self.train["steps"]}),
         }
 
     def describe(self) -> str:
+        budget = f" budget={self.axes['budget']}" if self.train.get("budget") else ""
         return (
             f"{self.kind:7s} {self.dataset}/{self.model['backbone']} {self.method} seed={self.seed}"
+            + budget
         )
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> RunSpec:
+        """The spec of :meth:`to_dict`'s output (a record's ``config``)."""
+        return cls(**{**config, "method_terms": tuple(tuple(t) for t in config["method_terms"])})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -202,6 +265,9 @@ class RunSpec:
 
 IDENTITY_EXCLUDED = ("suite", "device", "plugins")
 """Spec fields that are not part of a run's identity (where and under which name it runs)."""
+TRAIN_NOT_IDENTITY = ("workers",)
+"""Recipe keys that cannot change a run's result (the batches do not depend on the number of
+DataLoader workers: a test), so that changing them reuses the runs already trained."""
 
 
 def run_id(spec: RunSpec) -> str:
@@ -210,6 +276,7 @@ def run_id(spec: RunSpec) -> str:
     identity = spec.to_dict()
     for key in IDENTITY_EXCLUDED:
         identity.pop(key)
+    identity["train"] = {k: v for k, v in identity["train"].items() if k not in TRAIN_NOT_IDENTITY}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -225,13 +292,17 @@ class Suite:
     students: list[RunSpec]
     data_roots: list[str] = field(default_factory=list)
     """The data folders the suite's data sets read (checked again on a resolved-suite cache hit)."""
+    trials: list[RunSpec] = field(default_factory=list)
+    """Tuning trials (``tune:``): they train after the teachers, before the students."""
 
     @property
     def runs(self) -> list[RunSpec]:
-        return self.teachers + self.students
+        return self.teachers + self.trials + self.students
 
     @property
     def waves(self) -> list[list[RunSpec]]:
+        if self.trials:
+            return [self.teachers, self.trials, self.students]
         return [self.teachers, self.students]
 
 
@@ -508,6 +579,30 @@ def _methods_code(terms: tuple[tuple[str, dict[str, Any]], ...]) -> str:
     return methods_hash(METHODS.get(name) for name, _ in terms)
 
 
+def _budget_list(train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The suite's budgets (a list is a grid axis); none given = ``{steps: train.steps}``."""
+    budget = train["budget"]
+    if budget is None:
+        return [{"steps": train["steps"]}]
+    return [dict(b) for b in budget] if isinstance(budget, list) else [dict(budget)]
+
+
+def _with_budget(train: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """``train`` with one resolved budget. A steps budget is ``steps`` itself (no ``budget``
+    key), so a steps run has one source of truth and keeps the id it had before budgets."""
+    out = {k: v for k, v in train.items() if k != "budget"}
+    if "steps" in budget:
+        return {**out, "steps": budget["steps"]}
+    return {**out, "budget": budget}
+
+
+def matched(budget: dict[str, Any], rows: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The compute-matched budget: the FLOPs the costliest of ``rows`` spends under ``budget``
+    (resolved at run time by :mod:`kdbench.train.budget`)."""
+    return {"match": {"budget": budget, "rows": [[label, [list(t) for t in terms]]
+                                                 for label, terms in rows]}}
+
+
 def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher and student run specs (teachers deduplicated)."""
     from kdbench.registry import TEACHERS
@@ -551,14 +646,27 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
         else _head(teacher_cfg["head"], "teacher.head", where)
     )
     _check_eval(settings["eval"], where)
+    budgets = _budget_list(settings["train"])
     train = {**settings["train"], "amp": amp_mode(settings["train"]["amp"])}
     teacher_train = check(
-        {**train, **(teacher_cfg["train"] or {})}, TRAIN_SCHEMA, where, "teacher.train."
+        {**train, "budget": None, **(teacher_cfg["train"] or {})},
+        TRAIN_SCHEMA,
+        where,
+        "teacher.train.",
     )
     teacher_train["amp"] = amp_mode(teacher_train["amp"])
+    teacher_budgets = _budget_list(teacher_train)
+    if len(teacher_budgets) > 1:
+        raise KdbenchError(f"{where}: teacher.train.budget: expected one budget, not a list")
+    teacher_train = _with_budget(teacher_train, teacher_budgets[0])
+    if settings["matched_baseline"]:
+        if not any(terms for _, terms in rows):
+            raise KdbenchError(f"{where}: matched_baseline: no distillation method to match")
+        rows.append((MATCHED_BASELINE, ()))
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []
+    trials: dict[tuple[str, str, str], list[RunSpec]] = {}
     common = {
         "suite": settings["name"],
         "device": settings["device"],
@@ -595,20 +703,94 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                     **common,
                 )
                 teachers.setdefault(teacher.id, teacher)
-                for label, terms in rows:
-                    student_runs.append(
-                        RunSpec(
-                            kind="student",
-                            dataset=dataset,
-                            dataset_options=dataset_options,
-                            model=student_model,
-                            method=label,
-                            method_terms=terms,
-                            seed=seed,
-                            train=train,
-                            teacher_id=teacher.id if terms else None,
-                            code=codes[label],
-                            **common,
+                for budget in budgets:
+                    for label, terms in rows:
+                        run_budget = budget
+                        if label == MATCHED_BASELINE:
+                            run_budget = matched(budget, [r for r in rows if r[1]])
+                        run_train = _with_budget(train, run_budget)
+                        if settings["tune"]["trials"] and terms:
+                            key = (dataset, backbone, label)
+                            if key not in trials:  # the first seed's teacher and budget
+                                trials[key] = _trials(
+                                    teacher, student_model, seed, label, terms, run_train,
+                                    settings, codes[label], common,
+                                )
+                            run_train["tune"] = {"trials": [t.id for t in trials[key]]}
+                        # the baseline reads no teacher; the matched one counts FLOPs with it
+                        reads_teacher = bool(terms) or label == MATCHED_BASELINE
+                        student_runs.append(
+                            RunSpec(
+                                kind="student",
+                                dataset=dataset,
+                                dataset_options=dataset_options,
+                                model=student_model,
+                                method=label,
+                                method_terms=terms,
+                                seed=seed,
+                                train=run_train,
+                                teacher_id=teacher.id if reads_teacher else None,
+                                code=codes[label],
+                                **common,
+                            )
                         )
+    trial_runs = [t for group in trials.values() for t in group]
+    return Suite(
+        settings["name"],
+        path,
+        settings,
+        list(teachers.values()),
+        student_runs,
+        roots,
+        trial_runs,
+    )
+
+
+def _trials(
+    teacher: RunSpec,
+    model: dict[str, Any],
+    seed: int,
+    label: str,
+    terms: tuple[tuple[str, dict[str, Any]], ...],
+    train: dict[str, Any],
+    settings: dict[str, Any],
+    code: str,
+    common: dict[str, Any],
+) -> list[RunSpec]:
+    """The tuning trials of one row: ``tune.trials`` option sets sampled from each term's
+    search space (options the suite sets stay fixed), trained on the training split minus the
+    held-out ``tune.split`` (``train.holdout``) with the student's recipe, the suite's first
+    seed and budget."""
+    from kdbench.registry import METHODS
+    from kdbench.search import trial_options
+
+    tune = settings["tune"]
+    out = []
+    for i in range(tune["trials"]):
+        sampled = tuple(
+            (
+                name,
+                METHODS.get(name).resolve_options(
+                    trial_options(
+                        METHODS.get(name).search_space, options, tune["seed"], f"{label}/{name}", i
                     )
-    return Suite(settings["name"], path, settings, list(teachers.values()), student_runs, roots)
+                ),
+            )
+            for name, options in terms
+        )
+        out.append(
+            RunSpec(
+                kind="trial",
+                dataset=teacher.dataset,
+                dataset_options=teacher.dataset_options,
+                model=model,
+                method=label,
+                method_terms=sampled,
+                seed=seed,
+                train={**train, "holdout": {"split": tune["split"], "seed": tune["seed"]}},
+                teacher_id=teacher.id,
+                code=code,
+                **common,
+            )
+        )
+    return out

@@ -128,6 +128,8 @@ class Method(nn.Module):
     """
 
     taps: ClassVar[tuple[str, ...]] = ()
+    search_space: ClassVar[Mapping[str, Any]] = {}
+    """Option -> :mod:`kdbench.search` space that ``tune:`` samples (loss weights, temperature)."""
 
     def __init__(self, student: TapInfo, teacher: TapInfo | None) -> None:
         super().__init__()

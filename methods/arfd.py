@@ -58,6 +58,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 
 KERNELS = ("laplace", "gaussian", "laplace_l1", "linear")
 CKAS = ("linear", "rbf")
@@ -267,6 +268,8 @@ class ARFD(Method):
     """
 
     taps = ("stages",)
+    search_space = {"weight": LogUniform(0.1, 10.0), "anchors": Choice(32, 64, 128)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

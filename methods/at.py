@@ -33,6 +33,7 @@ from torch import Tensor
 from kdbench.method import Batch, Method, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 
 
 def attention_map(feature: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
@@ -60,6 +61,8 @@ class AT(Method):
     """Attention transfer on the selected encoder stages (no learnable parameters)."""
 
     taps = ("stages",)
+    search_space = {"weight": LogUniform(1e3, 1e5)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

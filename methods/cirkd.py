@@ -98,6 +98,7 @@ from kdbench.method import (
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 from methods.kd import pixel_kl
 
 ROW_CHUNK = 2048
@@ -268,6 +269,13 @@ class CIRKD(Method):
     """CIRKD: mini-batch pixel-pair KL plus pixel and region memory contrast, per feature."""
 
     taps = ("stages", "decoder")
+    search_space = {
+        "tau": LogUniform(0.05, 0.5),
+        "pair_weight": LogUniform(0.1, 10.0),
+        "pixel_weight": LogUniform(0.01, 1.0),
+        "region_weight": LogUniform(0.01, 1.0),
+    }
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ from kdbench.method import (
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 
 
 def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 4.0) -> Tensor:
@@ -76,6 +77,8 @@ class CWD(Method):
     """
 
     taps = ("logits",)
+    search_space = {"tau": Choice(1.0, 2.0, 4.0, 8.0), "weight": LogUniform(0.3, 30.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

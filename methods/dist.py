@@ -27,6 +27,7 @@ from torch import Tensor
 from kdbench.method import Batch, Method, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 
 
 def pearson(u: Tensor, v: Tensor, dim: int, eps: float = 1e-8) -> Tensor:
@@ -67,6 +68,12 @@ class DIST(Method):
     """DIST on the logits: inter-class (per pixel) plus intra-class (per class) relations."""
 
     taps = ("logits",)
+    search_space = {
+        "tau": Choice(1.0, 2.0, 4.0),
+        "beta": LogUniform(0.1, 10.0),
+        "gamma": LogUniform(0.1, 10.0),
+    }
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 
 
 def tckd_nckd(
@@ -138,6 +139,12 @@ class DKD(Method):
     """Pixel-wise DKD on the logits, with the paper's linear warm-up of the whole term."""
 
     taps = ("logits",)
+    search_space = {
+        "tau": Choice(1.0, 2.0, 4.0, 8.0),
+        "alpha": LogUniform(0.1, 10.0),
+        "beta": LogUniform(0.5, 16.0),
+    }
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -67,6 +67,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import Batch, Method, check_choice
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 from methods.dkd import (
     align_logits,
     check_logit_options,
@@ -164,6 +165,12 @@ class DWLD(Method):
     """
 
     taps = ("logits",)
+    search_space = {
+        "tau": Choice(1.0, 2.0, 4.0, 8.0),
+        "alpha": LogUniform(0.1, 10.0),
+        "beta": LogUniform(0.5, 16.0),
+    }
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from kdbench.connectors import channel_adapter
 from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 
 
 def fitnet_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
@@ -42,6 +43,8 @@ class FitNet(Method):
     """
 
     taps = ("stages",)
+    search_space = {"weight": LogUniform(1.0, 100.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

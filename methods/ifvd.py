@@ -55,6 +55,7 @@ from kdbench.method import (
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 
 Reduction = Literal["valid", "all"]
 
@@ -102,6 +103,8 @@ class IFVD(Method):
     """IFVD on the selected encoder stages or the decoder feature (no learnable parameters)."""
 
     taps = ("stages", "decoder")
+    search_space = {"weight": LogUniform(2.0, 200.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like, zero_loss
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 
 
 def pixel_kl(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -59,6 +60,8 @@ class KD(Method):
     """Pixel-wise KD on the logits (teacher logits resized bilinearly to the student's)."""
 
     taps = ("logits",)
+    search_space = {"tau": Choice(1.0, 2.0, 4.0, 8.0), "weight": LogUniform(0.1, 10.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

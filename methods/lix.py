@@ -35,6 +35,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import Batch, Method
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import Choice, LogUniform
 from methods.arfd import ARFD
 from methods.dwld import DWLD
 
@@ -50,6 +51,12 @@ class LIX(Method):
     """
 
     taps = ("logits", "stages")
+    search_space = {
+        "lambda_l": LogUniform(0.1, 10.0),
+        "lambda_f": LogUniform(0.1, 10.0),
+        "dwld_tau": Choice(1.0, 2.0, 4.0, 8.0),
+    }
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from kdbench.errors import KdbenchError
 from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform, Uniform
 
 
 def random_keep_mask(like: Tensor, lam: float) -> Tensor:
@@ -68,6 +69,8 @@ class MGD(Method):
     """MGD on the selected encoder stages: one align conv and one generator per stage."""
 
     taps = ("stages",)
+    search_space = {"alpha": LogUniform(2e-6, 2e-4), "lam": Uniform(0.5, 0.9)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

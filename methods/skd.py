@@ -68,6 +68,7 @@ from kdbench.method import (
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 from methods.kd import kd_loss
 
 Pool = Literal["max2", "grid2"]
@@ -116,6 +117,8 @@ class SKD(Method):
     """Pair-wise distillation on the selected features plus pixel-wise KD on the logits."""
 
     taps = ("stages", "decoder", "logits")
+    search_space = {"pair_weight": LogUniform(1.0, 100.0), "pixel_weight": LogUniform(1.0, 100.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 
     def __init__(
         self,

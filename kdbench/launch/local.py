@@ -32,10 +32,9 @@ class ProgressPrinter:
 
     def __init__(self, runs: Sequence[Any], stream: TextIO = sys.stderr, parallel: int = 1) -> None:
         self.total = len(runs)
-        self.todo = {
-            kind: sum(1 for r in runs if r.kind == kind) for kind in ("teacher", "student")
-        }
-        self.durations: dict[str, list[float]] = {"teacher": [], "student": []}
+        kinds = dict.fromkeys(("teacher", "student", *(r.kind for r in runs)))  # + "trial"
+        self.todo = {kind: sum(1 for r in runs if r.kind == kind) for kind in kinds}
+        self.durations: dict[str, list[float]] = {kind: [] for kind in kinds}
         self.done = 0
         self.stream = stream
         self.parallel = parallel

@@ -14,6 +14,8 @@ Modules, each with one job: :mod:`~kdbench.report.frame` (records -> DataFrame),
 :mod:`~kdbench.report.text` (what cells and captions say), :mod:`~kdbench.report.render`
 (tables -> one format),
 :mod:`~kdbench.report.summary` (average ranks, Friedman/Nemenyi, seeds needed),
+:mod:`~kdbench.report.cost` (the cost table and columns), :mod:`~kdbench.report.budgets`
+(rankings per budget), :mod:`~kdbench.report.trace` (the runs behind each cell),
 :mod:`~kdbench.report.plots`, :mod:`~kdbench.report.report` (the ``kdbench report`` folder) and
 :mod:`~kdbench.report.commands` (the CLI subcommands).
 
@@ -37,11 +39,15 @@ __all__ = ["load_results", "summary_table"]
 def load_results(path: str | Path) -> pd.DataFrame:
     """The run records under the results folder ``path`` as a DataFrame, one row per run.
 
-    Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
-    "failed" | "running"), ``dataset``, ``student``, ``method``, ``seed`` (Int64), ``teacher``
-    (the teacher's run id, None for teachers), ``miou``, ``mfsc``, ``pixel_acc`` (percent, NaN
-    unless complete), one ``iou.<class>`` column per class, ``wall_time_s``, ``step_time_s``,
-    ``peak_memory_mb``, ``extra_params``, ``student_params`` and ``error`` (failed runs).
+    Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student" | "trial"), ``status``
+    ("complete" | "failed" | "running"), ``dataset``, ``student``, ``method``, ``budget`` (its
+    label), ``seed`` (Int64), ``teacher`` (the teacher's run id, None for teachers), ``miou``,
+    ``mfsc``, ``pixel_acc`` (percent, NaN unless complete), one ``iou.<class>`` column per
+    class, ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
+    ``student_params``, the cost columns
+    (``gflops_per_step``, ``teacher_gflops``, ``student_gflops``, ``loss_gflops``, ``steps``,
+    ``tflops``, ``step_s_median``, ``device_hours``), ``tuned`` (a tuned run's chosen options)
+    and ``error`` (failed runs). ``kind`` "trial" rows are tuning trials.
 
     Loading keeps a cache of these rows in ``<path>/.kdbench-report-cache.json`` and parses
     again only the records that changed (see :mod:`kdbench.report.cache`); delete it at will.
@@ -55,7 +61,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
 def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     """The Markdown mIoU table of the runs ``run_ids`` under ``path`` (``kdbench run``'s summary).
 
-    Rows method, columns data set / student, as ``kdbench table``. When there is nothing to
+    Rows method, columns data set / student (/ budget, when the runs have several), as
+    ``kdbench table``. When there is nothing to
     tabulate yet (no complete student run, say) it says so in one line instead of raising: the
     runs themselves went through.
     """
@@ -65,6 +72,8 @@ def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     try:
         frame = load_results(path)
         frame = frame[frame["id"].isin(set(run_ids))]
-        return render(build_tables(frame, TableSpec()), "markdown")
+        several = frame.loc[frame["kind"] == "student", "budget"].nunique() > 1
+        spec = TableSpec(cols=("dataset", "student", "budget")) if several else TableSpec()
+        return render(build_tables(frame, spec), "markdown")
     except KdbenchError as exc:
         return f"(no results table: {exc})"

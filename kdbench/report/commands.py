@@ -21,7 +21,8 @@ from kdbench.errors import KdbenchError
 
 _METRIC_HELP = (
     "miou | mfsc | pixel_acc | per_class (one table per column key, classes as columns) | "
-    "iou.<class> | wall_time_s | step_time_s | peak_memory_mb | extra_params (default: miou)"
+    "iou.<class> | wall_time_s | step_time_s | peak_memory_mb | extra_params | gflops_per_step | "
+    "tflops | step_s_median | device_hours (default: miou)"
 )
 
 
@@ -91,6 +92,12 @@ def add_commands(subparsers: Any) -> None:
                        help="add average ranks with the Friedman test and Nemenyi CD")
     table.add_argument("--power", type=float, metavar="DELTA",
                        help="add the seeds each column needs to detect DELTA with 80%% power")
+    table.add_argument("--cost", action="store_true",
+                       help="add what the runs cost: steps, GFLOPs per step, TFLOPs, s/step, "
+                       "device-hours (a cost table after the table; columns in CSV)")
+    table.add_argument("--trace", action="store_true",
+                       help="add the runs behind every cell and the command that reproduces "
+                       "each (a table after the table; columns in CSV)")
     table.set_defaults(func=run_table)
 
     report = subparsers.add_parser(
@@ -152,12 +159,36 @@ def run_table(args: argparse.Namespace) -> int:
             raise KdbenchError(f"{args.results}: no record of a run of {args.suite}")
     tables = build_tables(frame, spec)
     text = render(tables, args.format, args.ranks, args.power)
+    if args.cost:
+        text = _with_cost(text, frame, spec, args.format)
+    if args.trace:
+        text = _with_trace(text, frame, spec, args.format, args.results)
     if args.out is None:
         sys.stdout.write(text)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
     return 0
+
+
+def _with_cost(text: str, frame: Any, spec: Any, fmt: str) -> str:
+    """``text`` (a rendered table) with the cost of its runs: columns in CSV, else a table."""
+    from kdbench.report import cost, latex, markdown
+
+    if fmt == "csv":
+        return cost.add_cost_columns(text, frame, spec)
+    module = markdown if fmt == "markdown" else latex
+    return text + "\n" + module.render_simple(cost.cost_table(frame, spec))
+
+
+def _with_trace(text: str, frame: Any, spec: Any, fmt: str, results: str) -> str:
+    """``text`` with the runs of every cell and their reproducing commands."""
+    from kdbench.report import latex, markdown, trace
+
+    if fmt == "csv":
+        return trace.add_trace_columns(text, frame, spec, results)
+    module = markdown if fmt == "markdown" else latex
+    return text + "\n" + module.render_simple(trace.trace_table(frame, spec, results))
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -4,12 +4,17 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
 
 - identity: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
   "failed" | "running");
-- grid axes: ``dataset``, ``student``, ``method``, ``seed`` (int), ``teacher`` (run id or None);
+- grid axes: ``dataset``, ``student``, ``method``, ``budget`` (its label, e.g. "300 steps" or
+  "2e+12 FLOPs"), ``seed`` (int), ``teacher`` (run id or None);
 - metrics of complete runs (percent, NaN otherwise): ``miou``, ``mfsc``, ``pixel_acc`` and one
   ``iou.<class>`` column per class seen in any record (NaN where a record's data set lacks the
   class or the class never occurs in its evaluation split);
 - cost: ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
-  ``student_params``;
+  ``student_params``, and from the record's ``cost``: ``gflops_per_step`` (teacher forward,
+  student forward and backward, distillation loss), ``teacher_gflops``, ``student_gflops``,
+  ``loss_gflops`` (its parts), ``steps``, ``tflops`` (all steps), ``step_s_median``,
+  ``device_hours`` (NaN for records without a cost);
+- ``tuned``: the options a tuned run chose (``kd: tau=2.0, weight=1.1``), else None;
 - ``error``: the one-line error of a failed run (the reason, for a corrupt record), else None;
 - provenance: ``code`` (hash of the run's method sources), ``recipe`` (hash of its resolved
   data set, model, method options and training recipe), so that a table can footnote a cell
@@ -33,7 +38,7 @@ import pandas as pd
 from kdbench.errors import KdbenchError
 from kdbench.results.store import RunStore
 
-AXES = ("suite", "dataset", "student", "method")
+AXES = ("suite", "dataset", "student", "method", "budget")
 """Axes a table can put in its rows or columns (the seed is what cells aggregate over)."""
 TEACHER = "teacher"
 """The method label of teacher records."""
@@ -43,6 +48,16 @@ IOU_PREFIX = "iou."
 SCALAR_METRICS = ("miou", "mfsc", "pixel_acc")
 TIMING = ("wall_time_s", "step_time_s", "peak_memory_mb")
 PARAMS = ("extra_params", "student_params")
+COST = (
+    "gflops_per_step",
+    "teacher_gflops",
+    "student_gflops",
+    "loss_gflops",
+    "steps",
+    "tflops",
+    "step_s_median",
+    "device_hours",
+)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -66,7 +81,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 2
+ROW_VERSION = 4
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -84,6 +99,7 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": axes.get("dataset"),
         "student": axes.get("student"),
         "method": axes.get("method"),
+        "budget": axes.get("budget"),
         "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         "teacher": axes.get("teacher"),
     }
@@ -95,6 +111,8 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
         out[name] = _number(timing.get(name))
     for name in PARAMS:
         out[name] = _number(record.get(name))
+    out.update(_cost(record.get("cost") or {}))
+    out["tuned"] = _tuned(record.get("tuning"))
     out["error"] = record.get("error")
     config = record.get("config") or {}
     out["code"] = config.get("code")
@@ -111,7 +129,13 @@ def recipe_hash(config: Mapping[str, Any]) -> str:
     import hashlib
     import json
 
+    from kdbench.config import TRAIN_NOT_IDENTITY
+
     recipe = {k: config.get(k) for k in RECIPE_KEYS}
+    if isinstance(recipe["train"], dict):  # keys that cannot change a result
+        recipe["train"] = {
+            k: v for k, v in recipe["train"].items() if k not in TRAIN_NOT_IDENTITY
+        }
     text = json.dumps(recipe, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -119,6 +143,32 @@ def recipe_hash(config: Mapping[str, Any]) -> str:
 def corrupt_row(run_id: str, reason: str) -> dict[str, Any]:
     """The row of a record file that cannot be read: its run folder name and the reason."""
     return {"id": run_id, "status": "corrupt", "error": reason}
+
+
+def _tuned(tuning: Mapping[str, Any] | None) -> str | None:
+    """The chosen options of a tuned run as one line, None for a run without tuning."""
+    if not tuning:
+        return None
+    return "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        for name, options in tuning.get("chosen") or ()
+    )
+
+
+def _cost(cost: Mapping[str, Any]) -> dict[str, float]:
+    """The :data:`COST` columns of a record's ``cost`` (FLOPs in units of 1e9 and 1e12)."""
+    parts = cost.get("flops_per_step") or {}
+    giga = {k: _number(parts.get(k)) / 1e9 for k in ("total", "teacher_forward", "student", "loss")}
+    return {
+        "gflops_per_step": giga["total"],
+        "teacher_gflops": giga["teacher_forward"],
+        "student_gflops": giga["student"],
+        "loss_gflops": giga["loss"],
+        "steps": _number(cost.get("steps")),
+        "tflops": _number(cost.get("flops")) / 1e12,
+        "step_s_median": _number(cost.get("step_s_median")),
+        "device_hours": _number(cost.get("device_hours")),
+    }
 
 
 def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -138,12 +188,11 @@ def columns_to_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the documented columns in order (missing ones added empty)."""
-    fixed = ["id", "suite", "kind", "status", "dataset", "student", "method", "seed", "teacher"]
+    fixed = ["id", "suite", "kind", "status", *AXES[1:], "seed", "teacher"]
     fixed += list(SCALAR_METRICS)
     classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
-    frame = frame.reindex(
-        columns=fixed + classes + list(TIMING) + list(PARAMS) + ["error", "code", "recipe"]
-    )
+    cost = list(TIMING) + list(PARAMS) + list(COST)
+    frame = frame.reindex(columns=fixed + classes + cost + ["tuned", "error", "code", "recipe"])
     frame["seed"] = frame["seed"].astype("Int64")
     return frame
 

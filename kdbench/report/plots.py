@@ -136,3 +136,34 @@ def class_bars(table: Table, path: Path) -> list[Path]:
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return [path]
+
+
+def cost_plot(points: pd.DataFrame, metric: str, label: str, path: Path) -> list[Path]:
+    """``label`` against device-hours, one colour per method and one marker per budget.
+
+    ``points``: columns ``method``, ``budget``, ``device_hours`` and ``metric`` (one point per
+    method, budget and table column; :func:`kdbench.report.budgets.cost_points`).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    markers = dict(zip(sorted(points["budget"].astype(str).unique()), "os^Dv<>p", strict=False))
+    methods = sorted(points["method"].astype(str).unique(), key=_order)
+    colours = plt.get_cmap("tab10")
+    for i, method in enumerate(methods):
+        for budget, marker in markers.items():
+            sel = points[(points["method"] == method) & (points["budget"].astype(str) == budget)]
+            if not sel.empty:
+                ax.scatter(sel["device_hours"], sel[metric], color=colours(i % 10),
+                           marker=marker, s=40)
+    for i, method in enumerate(methods):
+        ax.scatter([], [], color=colours(i % 10), marker="o", label=_plain(method))
+    for budget, marker in markers.items():
+        ax.scatter([], [], color="grey", marker=marker, label=_plain(budget))
+    ax.set_xlabel("device-hours per run")
+    ax.set_ylabel(_plain(label))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return [path]

@@ -8,6 +8,11 @@ the suite is not a row or column axis; each suite then gets its own section):
 - ``<p>per_class.md|.tex|.csv`` and ``<p>per_class_<i>.png``: per-class IoU tables and bars;
 - ``<p>curves_<i>.png``: training loss against step per method, one figure per data set and
   student;
+- ``<p>cost.md|.tex|.csv``: what the runs cost (steps, FLOPs, s/step, device-hours) and
+  ``<p>cost_miou.png``: mIoU against device-hours per method;
+- when the runs have several budgets (``train.budget`` a list: equal steps, equal FLOPs, ...)
+  each budget gets the sections above (``<p><budget>_...``), followed by
+  ``<p>rankings.md|.tex``: the ranking under every budget side by side, with their costs;
 - ``report.md``: all of the above embedded, plus the runs that failed or are still running.
 """
 
@@ -20,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench.errors import KdbenchError
-from kdbench.report import markdown, plots, summary
+from kdbench.report import budgets, cost, latex, markdown, plots, summary
 from kdbench.report.frame import (
     TEACHER,
     corrupt_row,
@@ -30,7 +35,14 @@ from kdbench.report.frame import (
     rows_to_frame,
 )
 from kdbench.report.render import render
-from kdbench.report.tables import PER_CLASS, Table, TableSpec, build_tables, select_students
+from kdbench.report.tables import (
+    PER_CLASS,
+    Table,
+    TableSpec,
+    build_tables,
+    metric_info,
+    select_students,
+)
 from kdbench.results.store import RunStore
 
 
@@ -57,7 +69,62 @@ def _write_formats(out: Path, name: str, tables: list[Table], power_delta: float
 
 def _section(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
              options: ReportOptions) -> list[str]:
-    """The Markdown lines of one suite (or of everything) and the files they link to."""
+    """The Markdown lines of one suite (or of everything) and the files they link to; with
+    several budgets, one part per budget and their rankings side by side."""
+    spec = options.table
+    labels = budgets.budgets(frame, spec)
+    if len(labels) > 1 and "budget" not in spec.rows + spec.cols:
+        lines: list[str] = []
+        for label in labels:
+            part = replace(options, table=budgets.for_budget(spec, label))
+            lines += [f"### Budget: {markdown.escape(label)}", ""]
+            lines += _metrics(frame, hist, out, f"{prefix}{_slug(label)}_", part)
+            lines += _cost(frame, out, f"{prefix}{_slug(label)}_", part.table)
+        return lines + _comparison(frame, out, prefix, options)
+    lines = _metrics(frame, hist, out, prefix, options)
+    lines += _cost(frame, out, prefix, spec)
+    return lines + _cost_figure(frame, out, prefix, options)
+
+
+def _cost(frame: pd.DataFrame, out: Path, prefix: str, spec: TableSpec) -> list[str]:
+    """The cost table of ``spec``'s runs (.md, .tex, .csv) and its Markdown lines."""
+    table = cost.cost_table(frame, spec)
+    name = f"{prefix}cost"
+    (out / f"{name}.md").write_text(markdown.render_simple(table))
+    (out / f"{name}.tex").write_text(latex.render_simple(table))
+    cost.means(frame, spec).to_csv(out / f"{name}.csv", index=False)
+    return ["### Cost", "", markdown.render_simple(table),
+            f"Files: [{name}.tex]({name}.tex), [{name}.csv]({name}.csv)", ""]
+
+
+def _cost_figure(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions) -> list[str]:
+    """The figure of the first metric against device-hours per method (and budget)."""
+    metric = options.metrics[0]
+    points = budgets.cost_points(frame, options.table, metric)
+    if points.empty or points["device_hours"].isna().all():
+        return []
+    path = out / f"{prefix}cost_{metric}.png"
+    plots.cost_plot(points, metric, metric_info(metric, frame)[0], path)
+    return [f"![{markdown.escape(metric)} against device-hours]({path.name})", ""]
+
+
+def _comparison(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions) -> list[str]:
+    """The rankings of every budget side by side, and the cost figure of all budgets."""
+    metric = options.metrics[0]
+    spec = replace(options.table, metric=metric)
+    label = metric_info(metric, frame)[0]
+    table = budgets.rankings_table(frame, spec, label)
+    name = f"{prefix}rankings"
+    (out / f"{name}.md").write_text(markdown.render_simple(table))
+    (out / f"{name}.tex").write_text(latex.render_simple(table))
+    lines = ["### Rankings at equal steps and at equal compute", "",
+             markdown.render_simple(table), f"Files: [{name}.tex]({name}.tex)", ""]
+    return lines + _cost_figure(frame, out, prefix, options)
+
+
+def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
+             options: ReportOptions) -> list[str]:
+    """The metric tables, per-class tables and training curves of one budget's runs."""
     lines: list[str] = []
     for metric in options.metrics:
         spec = replace(options.table, metric=metric)
@@ -106,6 +173,22 @@ def _curves(hist: pd.DataFrame, students: pd.DataFrame, out: Path, prefix: str) 
         plots.training_curves(runs, path, f"{dataset} / {student}")
         lines += [f"![training curves {dataset} / {student}]({path.name})", ""]
     return lines
+
+
+def _tuning(frame: pd.DataFrame) -> list[str]:
+    """The options every tuned row chose (one line per method, data set and student)."""
+    tuned = frame[(frame["kind"] == "student") & frame["tuned"].notna()]
+    if tuned.empty:
+        return []
+    lines = ["## Tuned options", "",
+             "Chosen per row from the same number of trials for every method, each scored on a "
+             "held-out part of the training split (never the evaluation split).", "",
+             "| suite | dataset | student | method | chosen options |",
+             "| :-- | :-- | :-- | :-- | :-- |"]
+    keys = ["suite", "dataset", "student", "method", "tuned"]
+    for r in tuned[keys].drop_duplicates().sort_values(keys).itertuples(index=False):
+        lines.append("| " + " | ".join(markdown.escape(str(c)) for c in r) + " |")
+    return lines + [""]
 
 
 def _problems(frame: pd.DataFrame) -> list[str]:
@@ -169,6 +252,7 @@ def write_report(
             table = replace(spec, where=(*spec.where, ("suite", (suite,))))
             lines += [f"## Suite {markdown.escape(suite)}", ""]
             lines += _section(frame, hist, out, f"{_slug(suite)}_", replace(options, table=table))
+    lines += _tuning(frame)
     lines += ["## Runs not complete", "", *_problems(frame)]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -46,6 +46,10 @@ METRICS: dict[str, tuple[str, bool]] = {
     "step_time_s": ("step time (s)", False),
     "peak_memory_mb": ("peak memory (MB)", False),
     "extra_params": ("extra parameters", False),
+    "gflops_per_step": ("GFLOPs per training step", False),
+    "tflops": ("TFLOPs per run", False),
+    "step_s_median": ("median s per step", False),
+    "device_hours": ("device-hours", False),
 }
 """Metric name -> (label, higher is better). ``iou.<class>`` and ``per_class`` are also metrics."""
 PER_CLASS = "per_class"
@@ -145,6 +149,8 @@ class Table:
     show_gap: bool
     seed_counts: set[int] = field(default_factory=set)
     """The expected seed counts of the student cells (one element when uniform)."""
+    budget: str = ""
+    """The caption's sentence on the training budget of the runs (:func:`budget_words`)."""
 
     @property
     def method_axis(self) -> int:
@@ -204,7 +210,7 @@ def select_students(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     Of several runs with the same axes and seed, a complete one wins over a running one over a
     failed one; two complete ones are a :class:`KdbenchError` (they would be averaged silently).
     """
-    students = frame[frame["kind"] != TEACHER].copy()
+    students = frame[frame["kind"] == "student"].copy()  # not teachers, not tuning trials
     students[list(AXES)] = students[list(AXES)].fillna(UNKNOWN)
     students["seed"] = [None if pd.isna(s) else int(s) for s in students["seed"]]
     for axis, accepted in spec.where:
@@ -287,6 +293,24 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
 
 def _tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     students = select_students(frame, spec)
+    tables = _tables(frame, students, spec)
+    for table in tables:
+        table.budget = budget_words(students, spec)
+    return tables
+
+
+def budget_words(students: pd.DataFrame, spec: TableSpec) -> str:
+    """The budget of the selected student runs as a caption sentence ("" for old records)."""
+    budgets = sorted({str(b) for b in students["budget"].dropna()} - {UNKNOWN})
+    if not budgets:
+        return ""
+    if "budget" in spec.rows + spec.cols or len(budgets) > 1:
+        return "Training budget per run as labelled (" + "; ".join(budgets) + ")."
+    return f"Training budget per run: {budgets[0]}."
+
+
+def _tables(frame: pd.DataFrame, students: pd.DataFrame, spec: TableSpec) -> list[Table]:
+    """The tables of :func:`build_tables` (one per column key for ``per_class``)."""
     teachers = frame[frame["kind"] == TEACHER].set_index("id", drop=False).copy()
     teachers[list(AXES)] = teachers[list(AXES)].fillna(UNKNOWN)
     col_keys = sorted(

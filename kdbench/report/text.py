@@ -133,6 +133,8 @@ def caption(table: Table, style: Style) -> str:
     if table.show_gap:
         parts.append("Gap: share of the teacher − baseline gap closed, 100·(m − b)/(T − b) "
                      "(– when the teacher is not better than the baseline).")
+    if table.budget:
+        parts.append(table.budget)
     parts.append("Bold: best, underlined: second-best student row (teacher excluded).")
     tests = [c for c in table.cells.values() if c.role == "method" and c.diffs is not None]
     m = max((c.diffs.size for c in tests), default=0)

@@ -22,6 +22,11 @@ A record is a JSON object:
   {class name: percent or null when the class never occurs}, on the evaluation split, for the
   final model; ``best_val`` the best periodic evaluation (logged, never the headline);
 - ``timing``: ``wall_time_s``, ``step_time_s`` (mean seconds per training step), ``peak_memory_mb``;
+- ``cost``: ``flops_per_step`` {``teacher_forward``, ``student`` (forward + backward with the
+  task loss), ``loss`` (distillation terms forward + backward), ``total``}, counted on the
+  first batch (:mod:`kdbench.train.cost`); ``steps`` trained, ``flops`` (= total × steps),
+  ``step_s_median`` (after warm-up), ``peak_memory_mb`` and its source, ``device_hours``;
+  ``budget`` (the budget and how the step count was derived, :mod:`kdbench.train.budget`);
 - ``extra_params``: trainable parameters the method adds; ``student_params``;
 - ``env``: library versions, device, host; ``error`` (failed runs): one line; ``traceback``;
 - ``provenance``: ``kdbench`` version, ``package_hash`` (all package source), ``git`` (commit and

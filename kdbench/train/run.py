@@ -26,6 +26,7 @@ import torch
 
 from kdbench.config import RunSpec
 from kdbench.cpus import configure_threads
+from kdbench.data.holdout import PARTS, HoldOut
 from kdbench.errors import KdbenchError
 from kdbench.launch.context import Stopped, current_attempt, end_attempt, stop_requested
 from kdbench.method import MethodSet, build_method
@@ -35,7 +36,8 @@ from kdbench.registry import DATASETS, TEACHERS, load_plugin_files
 from kdbench.results.files import StorageError, remove_temp_files, write_json_atomic
 from kdbench.results.lease import Lease, describe, read_lease, slurm_job
 from kdbench.results.store import RunStore
-from kdbench.train import checkpoint
+from kdbench.train import budget, checkpoint, tuning
+from kdbench.train.cost import calibrate_step_seconds, count_step_flops, median_step_seconds
 from kdbench.train.evaluation import describe as describe_protocol
 from kdbench.train.evaluation import evaluate
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
@@ -57,8 +59,13 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_datasets(spec: RunSpec) -> tuple[Any, Any]:
-    """The train and eval splits of the run's data set (shared by the runs of one process)."""
-    return _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+    """The train and eval splits of the run's data set (shared by the runs of one process); for
+    a tuning trial the fit and held-out parts of the training split instead."""
+    train, evaluation = _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+    holdout = spec.train.get("holdout")
+    if holdout:
+        return tuple(HoldOut(train, holdout["split"], part, holdout["seed"]) for part in PARTS)
+    return train, evaluation
 
 
 @functools.lru_cache(maxsize=2)
@@ -272,6 +279,8 @@ class TrainState:
     """Wall seconds spent in earlier sessions of this run (before the last resume)."""
     step_time: float = 0.0
     """Seconds spent inside training steps, over all sessions."""
+    step_times: list[float] = field(default_factory=list)
+    """Wall seconds of every training step so far (``step_times[i]`` is step i's)."""
     resumed_from: list[int] = field(default_factory=list)
     window: list[dict[str, float]] = field(default_factory=list)
     """Losses of the steps since the last history entry (a resumed curve equals an unbroken one)."""
@@ -343,7 +352,7 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     train_set, eval_set = build_datasets(spec)
     model = build_model(spec, train_set.num_classes, train_set.x_channels)
     teacher = None
-    if spec.kind == "student" and spec.method_terms:  # the baseline never runs its teacher
+    if spec.kind != "teacher" and spec.method_terms:  # the baseline never runs its teacher
         teacher = load_teacher(
             store, _teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
         )
@@ -378,9 +387,9 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     cpu_threads = configure_threads()
     device = pick_device(spec.device)
     cfg = spec.train
-    train_set, eval_set, models = _build(spec, store, device)
-    params = [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, cfg)
+    tuned_spec, tuned = tuning.choose(spec, store)  # builds the method; the run keeps spec.id
+    train_set, eval_set, models = _build(tuned_spec, store, device)
+    optimizer = _optimizer(_trainable(models), cfg)
     scaler = grad_scaler(device, cfg["amp"])
     ckpt_path = store.checkpoint_path(spec.id)
     state = _restore(ckpt_path, models, optimizer, scaler)
@@ -400,12 +409,27 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             channels_last=cfg["channels_last"],
         )
 
-    total = cfg["steps"]
-    per_epoch = max(1, len(train_set) // cfg["batch_size"])
     normals = spec.dataset_options.get("modality") == "normals"
+    first_batch = to_device(
+        next(iter(train_loader(
+            train_set, seed=spec.seed, train={**cfg, "workers": 0}, normals=normals, start=0,
+            device=device,
+        ))),
+        device,
+        cfg["channels_last"],
+    )
+    flops = count_step_flops(models, first_batch, cfg["steps"])
+    spent = _budget(spec, store, train_set, models, first_batch, flops.total, device)
+    total = spent.steps
+    per_epoch = max(1, len(train_set) // cfg["batch_size"])
     batches = start_workers(
         train_loader(
-            train_set, seed=spec.seed, train=cfg, normals=normals, start=state.step, device=device
+            train_set,
+            seed=spec.seed,
+            train={**cfg, "steps": total},
+            normals=normals,
+            start=state.step,
+            device=device,
         )
     )
     models.model.train()
@@ -424,7 +448,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         )
         window.append(losses)
         state.skipped_steps += skipped
-        state.step_time += time.perf_counter() - t0
+        state.step_times.append(time.perf_counter() - t0)
+        state.step_time += state.step_times[-1]
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
@@ -461,6 +486,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
 
     check_weights(_weights(models), state.step)
     metrics = evaluate_model()
+    wall = state.elapsed + time.perf_counter() - start
+    memory = peak_memory_mb(device)
     checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
     write_json_atomic(store.history_path(spec.id), state.history)
     ckpt_path.unlink(missing_ok=True)
@@ -472,16 +499,25 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         "sessions": state.sessions,
         "amp": {"mode": cfg["amp"], "skipped_steps": state.skipped_steps},
         "timing": {
-            "wall_time_s": state.elapsed + time.perf_counter() - start,
+            "wall_time_s": wall,
             "step_time_s": state.step_time / max(1, total),
-            "peak_memory_mb": peak_memory_mb(device),
-            "peak_memory_source": "cuda_max_allocated"
-            if device.type == "cuda"
-            else "process_max_rss",
+            "peak_memory_mb": memory,
+            "peak_memory_source": _memory_source(device),
+        },
+        "cost": {
+            "flops_per_step": flops.to_dict(),
+            "steps": total,
+            "flops": flops.total * total,
+            "step_s_median": median_step_seconds(state.step_times, state.resumed_from),
+            "peak_memory_mb": memory,
+            "peak_memory_source": _memory_source(device),
+            "device_hours": wall / 3600,
+            "budget": spent.to_dict(_run_budget(spec)),
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
         "env": {**environment(device), "cpu_threads": cpu_threads},
+        **({"tuning": tuned} if tuned else {}),
     }
 
 
@@ -491,6 +527,67 @@ def _weights(models: Models) -> list[tuple[str, torch.Tensor]]:
         *((f"model.{n}", t) for n, t in models.model.state_dict().items()),
         *((f"method.{n}", t) for n, t in models.method.state_dict().items()),
     ]
+
+
+def _run_budget(spec: RunSpec) -> dict[str, Any]:
+    """The run's resolved budget (records written before budgets existed: its steps)."""
+    return spec.train.get("budget") or {"steps": spec.train["steps"]}
+
+
+def _budget(
+    spec: RunSpec,
+    store: RunStore,
+    train_set: Any,
+    models: Models,
+    data: dict[str, torch.Tensor],
+    flops_per_step: int,
+    device: torch.device,
+) -> budget.Resolved:
+    """The run's step count under its budget (:mod:`kdbench.train.budget`), measured on the
+    first batch ``data``: a seconds budget times training steps of copies of the models, a
+    matched one counts the other rows' FLOPs with the suite's teacher."""
+    cfg = spec.train
+
+    def make_step(copies: Models) -> Callable[[int], None]:
+        optimizer = _optimizer(_trainable(copies), cfg)
+        scaler = grad_scaler(device, cfg["amp"])
+        n = budget.CALIBRATION_STEPS
+
+        def step(i: int) -> None:
+            train_step(copies, data, i, n, spec.seed, cfg, optimizer, scaler, device)
+
+        return step
+
+    def rows_flops(rows: list[Any]) -> list[int]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            teacher = models.teacher or load_teacher(
+                store, _teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
+            ).to(device)
+            out = []
+            for terms in rows:
+                method = build_method(
+                    [(n, o) for n, o in terms], models.model.tap_info, teacher.tap_info
+                ).to(device)
+                row = Models(models.model, method, teacher, models.uses_x)
+                out.append(count_step_flops(row, data, cfg["steps"]).total)
+        return out
+
+    return budget.steps_for(
+        _run_budget(spec),
+        flops_per_step,
+        lambda: calibrate_step_seconds(models, make_step, budget.CALIBRATION_STEPS),
+        store.root / "budgets" / f"{spec.id}.json",
+        rows_flops,
+    )
+
+
+def _trainable(models: Models) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: the trained model's and the method's."""
+    return [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
+
+
+def _memory_source(device: torch.device) -> str:
+    return "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

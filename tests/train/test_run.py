@@ -129,6 +129,12 @@ def test_every_method_trains_end_to_end(name: str, teacher_results) -> None:  # 
     assert "ce" in losses and len(losses) >= 2
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert record["extra_params"] >= 0 and record["metrics"]["miou"] is not None
+    cost = record["cost"]
+    parts = cost["flops_per_step"]
+    assert parts["student"] > 0 and parts["teacher_forward"] > 0
+    assert parts["total"] == parts["student"] + parts["teacher_forward"] + parts["loss"]
+    assert cost["steps"] == 3 and cost["flops"] == 3 * parts["total"]
+    assert cost["step_s_median"] > 0 and cost["device_hours"] > 0
 
 
 def kdbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
