@@ -415,14 +415,20 @@ def _named_options(value: Any, key: str, where: str) -> list[tuple[str, dict[str
     return out
 
 
-def _method_rows(
-    value: Any, where: str
-) -> list[tuple[str, tuple[tuple[str, dict[str, Any]], ...]]]:
-    """Rows of the table: label -> terms. A row is a method name, or a mapping of several."""
+Terms = tuple[tuple[str, dict[str, Any]], ...]
+"""A row's methods: ``((registered name, options), ...)``."""
+
+
+def _method_rows(value: Any, where: str) -> tuple[list[tuple[str, Terms]], dict[str, Terms]]:
+    """Rows of the table: label -> terms. A row is a method name, or a mapping of several.
+
+    Returns the rows with every option resolved (defaults filled in) and, per row label, the
+    options as the suite gives them (what tuning keeps fixed)."""
     from kdbench.method import check_options  # imports torch; only needed past --help
     from kdbench.registry import METHODS
 
     rows = []
+    given: dict[str, Terms] = {}
     entries: list[tuple[Any, Any]] = []
     for i, entry in enumerate([value] if isinstance(value, dict) else value):
         if isinstance(entry, dict) and (isinstance(value, dict) or len(entry) == 1):
@@ -452,12 +458,12 @@ def _method_rows(
                 resolved.append((name, METHODS.get(name).resolve_options(options)))
             except KdbenchError as exc:
                 raise KdbenchError(f"{where}: methods.{label}: {exc}") from None
-        terms = [(n, o) for n, o in resolved if n != "none"]
-        rows.append((label, tuple(terms)))
+        given[label] = tuple((n, o) for n, o in terms if n != "none")
+        rows.append((label, tuple((n, o) for n, o in resolved if n != "none")))
     labels = [label for label, _ in rows]
     if len(set(labels)) != len(labels):
         raise KdbenchError(f"{where}: methods: duplicate row label")
-    return rows
+    return rows, given
 
 
 def _resolve_dataset(
@@ -628,7 +634,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                     f"{where}: students.{name}.pretrained: expected true, false, null or a "
                     f"file path, got {value!r}"
                 )
-    rows = _method_rows(settings["methods"], where)
+    rows, given = _method_rows(settings["methods"], where)
     teacher_cfg = settings["teacher"]
     if teacher_cfg["kind"] not in TEACHERS:
         raise KdbenchError(
@@ -713,7 +719,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                             key = (dataset, backbone, label)
                             if key not in trials:  # the first seed's teacher and budget
                                 trials[key] = _trials(
-                                    teacher, student_model, seed, label, terms, run_train,
+                                    teacher, student_model, seed, label, given[label], run_train,
                                     settings, codes[label], common,
                                 )
                             run_train["tune"] = {"trials": [t.id for t in trials[key]]}
@@ -751,14 +757,14 @@ def _trials(
     model: dict[str, Any],
     seed: int,
     label: str,
-    terms: tuple[tuple[str, dict[str, Any]], ...],
+    given: Terms,
     train: dict[str, Any],
     settings: dict[str, Any],
     code: str,
     common: dict[str, Any],
 ) -> list[RunSpec]:
     """The tuning trials of one row: ``tune.trials`` option sets sampled from each term's
-    search space (options the suite sets stay fixed), trained on the training split minus the
+    search space (the options ``given`` by the suite stay fixed; the rest resolved), trained on the training split minus the
     held-out ``tune.split`` (``train.holdout``) with the student's recipe, the suite's first
     seed and budget."""
     from kdbench.registry import METHODS
@@ -776,7 +782,7 @@ def _trials(
                     )
                 ),
             )
-            for name, options in terms
+            for name, options in given
         )
         out.append(
             RunSpec(

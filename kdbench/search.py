@@ -14,6 +14,7 @@ i), so every expansion of the suite draws the same trials.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -73,11 +74,24 @@ def trial_options(
     space: Mapping[str, Space], fixed: Mapping[str, Any], seed: int, label: str, trial: int
 ) -> dict[str, Any]:
     """The options of trial ``trial`` of row ``label``: ``fixed`` (the suite's own choices,
-    never searched) plus one sample of every other key of ``space``, in sorted key order."""
+    never searched) plus one sample of every other key of ``space``, in sorted key order. A
+    dotted key (``dwld.tau``) names an option of a nested mapping of options (LIX's halves)."""
     rng = _rng(seed, label, trial)
-    out = dict(fixed)
+    out = copy.deepcopy(dict(fixed))
     for key in sorted(space):
         value = space[key].sample(rng)
-        if key not in fixed:
-            out[key] = round(value, 6) if isinstance(value, float) else value
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            node[parent] = dict(node.get(parent) or {})
+            node = node[parent]
+        if leaf not in node:
+            node[leaf] = round(value, 6) if isinstance(value, float) else value
     return out
+
+
+def lookup(options: Mapping[str, Any], key: str) -> Any:
+    """The value of a (dotted) search-space ``key`` in ``options``."""
+    for part in key.split("."):
+        options = options[part]
+    return options

@@ -54,7 +54,7 @@ class LIX(Method):
     search_space = {
         "lambda_l": LogUniform(0.1, 10.0),
         "lambda_f": LogUniform(0.1, 10.0),
-        "dwld_tau": Choice(1.0, 2.0, 4.0, 8.0),
+        "dwld.tau": Choice(1.0, 2.0, 4.0, 8.0),
     }
     """What ``tune:`` searches (:mod:`kdbench.search`): loss weights and temperatures."""
 

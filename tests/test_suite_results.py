@@ -64,7 +64,7 @@ def test_an_old_recipe_is_footnoted_or_excluded_never_merged(
 ) -> None:
     results = tmp_path / "res"
     old = write_suite(tmp_path, "old")
-    new = write_suite(tmp_path, "new", steps=8)  # the recipe changed ...
+    new = write_suite(tmp_path, "new", lr=0.05)  # the recipe changed ...
     fill(results, old, {"none": 60.0, "kd": 61.0})
     new_runs = fill(results, new, {"none": None, "kd": None})  # ... and its runs failed
     capsys.readouterr()

@@ -275,27 +275,21 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     """The tables of ``spec`` over the runs of ``frame`` (a :func:`load_results` frame).
 
     One table for a scalar metric; for ``per_class`` one table per column key, whose columns are
-    the classes with a value in that column's runs or teachers.
+    the classes with a value in that column's runs or teachers. Records that cannot be read are
+    left out with a footnote naming them; the caption states the runs' training budget.
     """
     check_spec(spec)
     corrupt = frame[frame["status"] == "corrupt"]
     frame = frame[frame["status"] != "corrupt"]
-    if corrupt.empty:
-        return _tables(frame, spec)
-    left_out = "left out, unreadable: " + "; ".join(
-        f"{r.id} ({r.error})" for r in corrupt.itertuples()
-    )
-    tables = _tables(frame, spec)
-    for table in tables:
-        table.notes.append((_letters(len(table.notes)), left_out))
-    return tables
-
-
-def _tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     students = select_students(frame, spec)
     tables = _tables(frame, students, spec)
     for table in tables:
         table.budget = budget_words(students, spec)
+        if not corrupt.empty:
+            left_out = "left out, unreadable: " + "; ".join(
+                f"{r.id} ({r.error})" for r in corrupt.itertuples()
+            )
+            table.notes.append((_letters(len(table.notes)), left_out))
     return tables
 
 

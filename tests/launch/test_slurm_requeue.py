@@ -50,8 +50,10 @@ def release_requeued_jobs(stop: threading.Event) -> None:
 
 @pytest.mark.slurm
 def test_a_run_past_its_time_limit_requeues_and_resumes_exactly(
-    slurm_cluster: None, tmp_path: Path
+    slurm_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the in-process reference uses the job's one CPU: the same threads, the same float order
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(SUITE))
     (teacher,) = load_suite(path).teachers

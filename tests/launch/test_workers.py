@@ -4,6 +4,7 @@ run at a time, dead workers, Ctrl-C."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,5 +174,6 @@ def test_ctrl_c_checkpoints_the_running_runs_and_a_second_run_resumes(tmp_path: 
 
     resumed = train_run(teacher, results)  # resumes from the stop's checkpoint
     assert resumed["status"] == "complete"
-    assert resumed["resumed_from"] and resumed["resumed_from"][0] >= 3
+    stopped_at = int(re.search(r"stopped at step (\d+)", record["stopped"]).group(1))
+    assert resumed["resumed_from"] == [stopped_at] and stopped_at >= 1
     assert [a["outcome"] for a in resumed["attempts"]] == ["stopped", "complete"]

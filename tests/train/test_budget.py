@@ -91,7 +91,8 @@ def test_train_steps_is_the_default_budget_and_a_list_is_an_axis(tmp_path: Path)
         (b, m) for b in ("4 steps", "1e+09 FLOPs") for m in ("none", "kd", MATCHED_BASELINE)
     )
     matched = next(s for s in suite.students if s.method == MATCHED_BASELINE)
-    assert matched.train["budget"]["match"]["rows"] == [["kd", [["kd", {}]]]]
+    kd_options = {"reduction": "all", "tau": 1.0, "weight": 1.0}  # resolved: every default
+    assert matched.train["budget"]["match"]["rows"] == [["kd", [["kd", kd_options]]]]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_the_matched_baseline_trains_as_long_as_the_costliest_method_spends(
     by_method = {s.method: s for s in suite.students}
     other = tmp_path / "results"
     (other / "runs").mkdir(parents=True)
-    teacher_id = by_method["none"].teacher_id
+    teacher_id = by_method["kd"].teacher_id  # the plain baseline reads no teacher
     os.symlink(RunStore(results).run_dir(teacher_id), other / "runs" / teacher_id)
     cirkd = train_run(by_method["cirkd"], other)["cost"]  # the costliest: teacher and a projector
     matched = train_run(by_method[MATCHED_BASELINE], other)["cost"]
