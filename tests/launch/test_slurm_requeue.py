@@ -28,9 +28,10 @@ SUITE = {
     "students": ["test_resnet"],
     "methods": ["none"],
     "device": "cpu",
-    # about 40 s of steps on one loaded core; a job gets ~30-60 s (signal 30 s before a 1 min
-    # limit, checked by SLURM every ~30 s) of which Python's start takes 10-20 s
-    "train": {"steps": 600, "batch_size": 4, "log_every": 10, "checkpoint_every": 100000},
+    # about 50 s of steps on one idle core (33 ms a step measured on 2026-11-30), longer than
+    # what a job gets: ~30-60 s (signal 30 s before a 1 min limit, checked by SLURM every
+    # ~30 s) of which Python's start takes 10-20 s; so it is requeued at least once
+    "train": {"steps": 1500, "batch_size": 4, "log_every": 10, "checkpoint_every": 100000},
 }
 
 
