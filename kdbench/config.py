@@ -251,11 +251,6 @@ class RunSpec:
             + budget
         )
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> RunSpec:
-        """The spec of :meth:`to_dict`'s output (a record's ``config``)."""
-        return cls(**{**config, "method_terms": tuple(tuple(t) for t in config["method_terms"])})
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["method_terms"] = [list(t) for t in self.method_terms]
@@ -764,9 +759,9 @@ def _trials(
     common: dict[str, Any],
 ) -> list[RunSpec]:
     """The tuning trials of one row: ``tune.trials`` option sets sampled from each term's
-    search space (the options ``given`` by the suite stay fixed; the rest resolved), trained on the training split minus the
-    held-out ``tune.split`` (``train.holdout``) with the student's recipe, the suite's first
-    seed and budget."""
+    search space (the options ``given`` by the suite stay fixed; the rest resolved), trained on
+    the training split minus the held-out ``tune.split`` (``train.holdout``) with the student's
+    recipe, the suite's first seed and budget."""
     from kdbench.registry import METHODS
     from kdbench.search import trial_options
 
