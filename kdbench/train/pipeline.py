@@ -100,8 +100,10 @@ def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {key: torch.stack([item[key] for item in items]) for key in ("rgb", "x", "label")}
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-"""Ctrl-C (sent to the whole process group), SLURM's cancel and its pre-timeout warning."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGUSR2)
+"""Ctrl-C (sent to the whole process group) and SLURM's pre-timeout warning (sent to every
+process of the job). SIGTERM stays deliverable: multiprocessing ends daemon workers with it
+when the process exits."""
 
 
 def start(loader: DataLoader) -> Iterator[Any]:
@@ -110,9 +112,9 @@ def start(loader: DataLoader) -> Iterator[Any]:
     The training process alone decides how to stop (:mod:`kdbench.launch.context`: checkpoint
     at the next step boundary). A worker started while the signals are blocked keeps them
     blocked (a forked or spawned child inherits the signal mask), so the Ctrl-C that reaches
-    the whole process group cannot kill it and fail the run; a stop signal that arrives while
-    the workers start is delivered to this process once they run. Workers still end with
-    their parent (torch watches it).
+    the whole process group, or SLURM's warning before a time limit, cannot kill it and fail
+    the run; a stop signal that arrives while the workers start is delivered to this process
+    once they run. Workers still end with their parent (torch watches it).
     """
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:

@@ -3,6 +3,8 @@ metrics independent of the number of workers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,36 @@ def test_a_run_gives_identical_metrics_with_0_and_2_workers(tmp_path: Path) -> N
     assert records[0]["metrics"] == records[1]["metrics"]
     assert records[0]["eval_protocol"]["labels"] == "native resolution"
     assert records[0]["eval_protocol"]["mode"] == "whole"
+
+
+def test_a_process_whose_run_stopped_with_live_workers_exits(tmp_path: Path) -> None:
+    """A run stopped on request keeps its DataLoader workers alive in the exception's frames;
+    the process must still exit (multiprocessing ends daemon workers with SIGTERM at exit, so
+    SIGTERM must not be among the signals the workers are born with blocked)."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "stop",
+        "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 8, "eval_samples": 4}},
+        "students": ["test_resnet"],
+        "methods": ["none"],
+        "device": "cpu",
+        "train": {"steps": 50, "batch_size": 2, "workers": 2},
+    }))
+    code = (
+        "import sys\n"
+        "from kdbench.config import load_suite\n"
+        "from kdbench.launch import context\n"
+        "from kdbench.train.run import train_run\n"
+        f"(teacher,) = load_suite({str(suite)!r}).teachers\n"
+        "context.request_stop('TEST')\n"
+        "try:\n"
+        f"    train_run(teacher, {str(tmp_path / 'res')!r})\n"
+        "except context.Stopped as exc:\n"
+        "    kept = exc  # its traceback holds the loader and its live workers\n"
+        "    print('stopped', exc.step)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "stopped 1" in out.stdout
