@@ -23,7 +23,14 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FPNDecoder"]
+__all__ = ["FPNDecoder", "stages_from"]
+
+
+def stages_from(stage_reductions: Sequence[int], min_reduction: int) -> tuple[int, ...]:
+    """Indices of the stages with reduction r_i >= ``min_reduction`` (every stage if none has),
+    shallow to deep: the stages a multi-scale head reads."""
+    used = [i for i, r in enumerate(stage_reductions) if r >= min_reduction]
+    return tuple(used or range(len(stage_reductions)))
 
 
 class FPNDecoder(nn.Module):
@@ -44,8 +51,7 @@ class FPNDecoder(nn.Module):
         min_reduction: int = 4,
     ) -> None:
         super().__init__()
-        used = [i for i, r in enumerate(stage_reductions) if r >= min_reduction]
-        self.used: tuple[int, ...] = tuple(used or range(len(stage_reductions)))
+        self.used: tuple[int, ...] = stages_from(stage_reductions, min_reduction)
         self.reduction: int = stage_reductions[self.used[0]]
         self.channels = channels
         self.lateral = nn.ModuleList(

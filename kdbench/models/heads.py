@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.errors import KdbenchError
-from kdbench.models.decoder import FPNDecoder
+from kdbench.models.decoder import FPNDecoder, stages_from
 from kdbench.registry import register_head
 
 COMMON_OPTIONS: dict[str, Any] = {"output_stride": None, "aux": 0.0, "aux_stage": -2}
@@ -189,8 +189,7 @@ class MLPHead(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        used = [i for i, r in enumerate(stage_reductions) if r >= min_reduction]
-        self.used = tuple(used or range(len(stage_reductions)))
+        self.used = stages_from(stage_reductions, min_reduction)
         self.reduction = stage_reductions[self.used[0]]
         self.channels = channels
         self.linear = nn.ModuleList(
