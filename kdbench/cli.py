@@ -94,14 +94,19 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
 
         options.pop("jobs", None)  # the local executor's option
         return from_options(options, results / "slurm")
+    from kdbench.launch.slurm_options import STAGES, processes
     from kdbench.launch.workers import WorkerExecutor, check_jobs
 
+    per_run = {stage: processes(options, stage) for stage in STAGES}
+    per_run["trial"] = per_run["student"]  # tuning trials train as their students do
+    if options.get("nodes", 1) > 1:
+        raise KdbenchError("launch.nodes: a local executor trains on this machine; expected 1")
     jobs = check_jobs(args.jobs if args.jobs is not None else options.get("jobs", 1), "--jobs")
     if jobs > 1:
-        return WorkerExecutor(jobs)
+        return WorkerExecutor(jobs, processes=max(per_run.values()))
     from kdbench.launch.local import LocalExecutor
 
-    return LocalExecutor()
+    return LocalExecutor(processes=per_run)
 
 
 def _print_summary(results: Path, suite: Suite) -> None:

@@ -554,6 +554,22 @@ def _check_launch(launch: dict[str, Any], where: str) -> None:
         raise KdbenchError(f"{where}: {exc}") from None
 
 
+def _check_processes(launch: dict[str, Any], runs: list[RunSpec], where: str) -> None:
+    """Every run's batch divides among the processes that train it (``launch.tasks_per_node``
+    x ``nodes``): each trains an equal shard of the global batch."""
+    from kdbench.launch.slurm_options import processes
+
+    for spec in runs:
+        stage = "teacher" if spec.kind == "teacher" else "student"
+        n, batch = processes(launch, stage), spec.train["batch_size"]
+        if batch % n:
+            raise KdbenchError(
+                f"{where}: train.batch_size: {batch} does not divide among the {n} processes "
+                f"that train each {stage} run (launch tasks_per_node x nodes); expected a "
+                f"multiple of {n}"
+            )
+
+
 def _plugins(entries: list[Any], path: Path) -> tuple[tuple[str, str], ...]:
     """Import the suite's plugin files (relative to the suite's folder); their absolute paths
     and content hashes, which every training process checks and imports again."""
@@ -736,6 +752,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
                             )
                         )
     trial_runs = [t for group in trials.values() for t in group]
+    _check_processes(settings["launch"] or {}, [*teachers.values(), *student_runs], where)
     return Suite(
         settings["name"],
         path,

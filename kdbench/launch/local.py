@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from kdbench.launch.base import RunFn, failed_record
+from kdbench.launch.spawn import train_spawned
 from kdbench.results.store import RunStore
 
 
@@ -85,8 +86,13 @@ class LocalExecutor:
     for once everything else is done, so that every process of a suite ends with every record.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, stream: TextIO = sys.stderr, processes: Mapping[str, int] | None = None
+    ) -> None:
         self.stream = stream
+        self.processes = dict(processes or {})
+        """Processes per run by kind (``teacher``/``student``; 1 when absent): a run with
+        several trains in that many local ranks (:mod:`kdbench.launch.spawn`)."""
 
     def run(
         self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
@@ -107,6 +113,10 @@ class LocalExecutor:
                         spec, f"not started: teacher run {spec.teacher_id} failed ({reason})"
                     )
                     store.write(record)
+                elif self.processes.get(spec.kind, 1) > 1:
+                    record = train_spawned(
+                        fn, spec, str(results_dir), self.processes[spec.kind], printer, wait
+                    )
                 else:
                     record = fn(spec, str(results_dir), progress=printer, wait=wait)
                 if spec.kind == "teacher" and record["status"] == "failed":

@@ -51,7 +51,7 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.launch.base import RunFn, failed_record
 from kdbench.launch.slurm_job import RunFailed, TrainJob
-from kdbench.launch.slurm_options import resolve, sbatch_flags, sbatch_parameters
+from kdbench.launch.slurm_options import RESOURCES, resolve, sbatch_flags, sbatch_parameters
 from kdbench.launch.slurm_state import active_jobs, add_submissions, submission_entry
 from kdbench.results.store import RunStore
 
@@ -105,7 +105,7 @@ class SlurmExecutor:
     def __init__(self, folder: Path, **options: Any) -> None:
         self.folder = Path(folder)
         self.options = resolve(options)
-        for key in ("partition", "time_min", "cpus_per_task", "gpus_per_node", "mem_gb"):
+        for key in RESOURCES:
             setattr(self, key, self.options[key])
         self.poll_s = float(self.options["poll_s"])
         self.submitted: list[str] = []
@@ -153,7 +153,11 @@ class SlurmExecutor:
             elif array.after_job is not None:
                 dependency = f"afterok:{array.after_job}"
             flags = sbatch_flags(array.params, len(array.specs), dependency)
-            lines.append(f"sbatch {' '.join(flags)}   # {array.name}: {len(array.specs)} run(s)")
+            srun = " ".join(array.params.get("srun_args", []))
+            lines.append(
+                f"sbatch {' '.join(flags)}   # {array.name}: {len(array.specs)} run(s)"
+                + (f"; each task: srun {srun}" if srun else "")
+            )
         for run_id, job in plan.active.items():
             lines.append(f"# {run_id}: already submitted as job {job} (pending or running)")
         for spec in plan.orphans:

@@ -14,12 +14,20 @@
 - every progress line of the run becomes ``<folder>/progress/<run id>.json`` (step, total,
   time), which ``kdbench status`` shows for a running job.
 
+A run trained by several processes (``launch.tasks_per_node`` × ``nodes`` > 1) is one job of
+that many SLURM tasks: each task joins the run's process group (submitit's
+``TorchDistributedEnvironment``: rank, world size and rendezvous from SLURM's environment) and
+trains beside the others; rank 0 alone writes, requeues and returns the run's record, and the
+other ranks end quietly when the run stops (``srun --kill-on-bad-exit`` ends every task of a
+run whose rank crashed).
+
 It is a submitit ``Checkpointable``: a signal that arrives before the run installed its own
 handlers (while Python starts) is handled by submitit, which requeues the job unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -62,6 +70,27 @@ class TrainJob(Checkpointable):
 
     def __call__(self, spec: Any, results_dir: str) -> dict[str, Any]:
         stop_on([WARNING_SIGNAL, signal.SIGTERM])
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            from kdbench.train.distributed import backend_for, process_group
+
+            ranks = TorchDistributedEnvironment().export()
+            with process_group(backend_for(spec.device)):
+                if ranks.rank > 0:
+                    return self._follow(spec, results_dir)
+                return self._train(spec, results_dir)
+        return self._train(spec, results_dir)
+
+    def _follow(self, spec: Any, results_dir: str) -> dict[str, Any]:
+        """A rank other than 0: train beside rank 0; a stop ends it quietly (rank 0 decides)."""
+        try:
+            return self.fn(spec, results_dir, wait=True)
+        except Stopped:
+            return {"id": spec.id, "status": "stopped"}
+
+    def _train(self, spec: Any, results_dir: str) -> dict[str, Any]:
+        """Rank 0 (or the only process): train, then requeue or fail as the module says."""
 
         def progress(spec: Any, info: dict[str, Any]) -> None:
             write_json_atomic(

@@ -1,11 +1,17 @@
 """The SLURM executor's ``launch:`` options and the sbatch parameters they give each stage.
 
-Resources (``partition``, ``time_min``, ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``) apply
-to every job; ``teacher: {...}`` and ``student: {...}`` override them for one stage (teachers
-are often larger and slower than their students)::
+Resources (``partition``, ``time_min``, ``cpus_per_task``, ``gpus_per_node``, ``tasks_per_node``,
+``nodes``, ``mem_gb``) apply to every job; ``teacher: {...}`` and ``student: {...}`` override
+them for one stage (teachers are often larger and slower than their students)::
 
     launch: {executor: slurm, time_min: 240, gpus_per_node: 1, mem_gb: 32,
-             teacher: {time_min: 720, mem_gb: 64}}
+             teacher: {time_min: 720, mem_gb: 64, gpus_per_node: 4}}
+
+A run is trained by ``tasks_per_node`` × ``nodes`` processes (data parallelism:
+:mod:`kdbench.train.distributed`); ``tasks_per_node`` defaults to ``gpus_per_node`` (one
+process per GPU), or 1 without GPUs. ``cpus_per_task`` and ``mem_gb`` are per process and per
+node. The local executors honour ``tasks_per_node``, ``gpus_per_node`` and their stage
+overrides too (:func:`processes`), on one node.
 
 ``signal_margin_s`` is how long before its time limit a job is sent its warning signal
 (``--signal=USR2@margin``; SLURM may send it up to a minute earlier): the run then writes its
@@ -20,7 +26,11 @@ from typing import Any
 from kdbench.errors import KdbenchError
 
 STAGES = ("teacher", "student")
-RESOURCES = ("partition", "time_min", "cpus_per_task", "gpus_per_node", "mem_gb")
+RESOURCES = (
+    "partition", "time_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "nodes", "mem_gb"
+)
+PARALLEL = ("gpus_per_node", "tasks_per_node", "nodes")
+"""The resources that say how many processes train a run (every executor reads them)."""
 
 
 def _is_int(value: Any) -> bool:
@@ -35,7 +45,9 @@ VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
     "partition": (lambda v: v is None or (isinstance(v, str) and v != ""), "a partition name"),
     "time_min": (lambda v: _is_int(v) and v >= 1, "a whole number of minutes >= 1"),
     "cpus_per_task": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "gpus_per_node": (lambda v: _is_int(v) and v in (0, 1), "0 or 1"),
+    "gpus_per_node": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "tasks_per_node": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
+    "nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "mem_gb": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number of GB"),
     "array_parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "poll_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
@@ -49,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "time_min": 60,
     "cpus_per_task": 1,
     "gpus_per_node": 0,
+    "tasks_per_node": None,
+    "nodes": 1,
     "mem_gb": None,
     "array_parallelism": 16,
     "poll_s": 1.0,
@@ -56,18 +70,36 @@ DEFAULTS: dict[str, Any] = {
     "max_requeues": 3,
 }
 
-MULTI_GPU = (
-    "multi-GPU runs (DistributedDataParallel over several GPUs) are not implemented; "
-    "a run trains on one GPU"
-)
 
 
 def check_value(key: str, value: Any, where: str = "launch.") -> None:
     valid, expected = VALID[key]
     if not valid(value):
-        if key == "gpus_per_node" and _is_int(value) and value > 1:
-            raise KdbenchError(f"{where}{key}: {value}: {MULTI_GPU}; expected {expected}")
         raise KdbenchError(f"{where}{key}: expected {expected}, got {value!r}")
+
+
+def tasks_per_node(resources: dict[str, Any]) -> int:
+    """Processes per node: ``tasks_per_node``, else one per GPU, else 1."""
+    return resources["tasks_per_node"] or max(1, resources["gpus_per_node"])
+
+
+def processes(options: dict[str, Any], stage: str) -> int:
+    """How many processes train a run of ``stage`` under the (unresolved) ``launch:``
+    ``options``: ``tasks_per_node`` × ``nodes`` with the stage's overrides."""
+    merged = {k: DEFAULTS[k] for k in PARALLEL}
+    merged.update({k: v for k, v in options.items() if k in PARALLEL})
+    merged.update({k: v for k, v in (options.get(stage) or {}).items() if k in PARALLEL})
+    return tasks_per_node(merged) * merged["nodes"]
+
+
+def check_stage(resources: dict[str, Any], where: str) -> None:
+    """A process per GPU: ``tasks_per_node`` cannot differ from a nonzero ``gpus_per_node``."""
+    gpus, tasks = resources["gpus_per_node"], resources["tasks_per_node"]
+    if gpus and tasks is not None and tasks != gpus:
+        raise KdbenchError(
+            f"{where}tasks_per_node: {tasks} with gpus_per_node: {gpus}; expected one process "
+            f"per GPU (tasks_per_node: {gpus}, or leave it out)"
+        )
 
 
 def resolve(options: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +128,7 @@ def resolve(options: dict[str, Any]) -> dict[str, Any]:
                 )
             check_value(key, value, f"launch.{stage}.")
         out[stage] = {**{k: out[k] for k in RESOURCES}, **overrides}
+        check_stage(out[stage], f"launch.{stage}." if overrides else "launch.")
     return out
 
 
@@ -104,10 +137,14 @@ def sbatch_parameters(resources: dict[str, Any], options: dict[str, Any]) -> dic
     params: dict[str, Any] = {
         "time": resources["time_min"],
         "cpus_per_task": resources["cpus_per_task"],
+        "nodes": resources["nodes"],
+        "ntasks_per_node": tasks_per_node(resources),
         "array_parallelism": options["array_parallelism"],
         "signal_delay_s": options["signal_margin_s"],
         "additional_parameters": {"kill-on-invalid-dep": "yes", "requeue": True},
     }
+    if tasks_per_node(resources) * resources["nodes"] > 1:  # a rank that fails ends the others
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     if resources["partition"] is not None:
         params["partition"] = resources["partition"]
     if resources["gpus_per_node"]:
@@ -120,7 +157,8 @@ def sbatch_parameters(resources: dict[str, Any], options: dict[str, Any]) -> dic
 def sbatch_flags(params: dict[str, Any], tasks: int, dependency: str | None) -> list[str]:
     """The sbatch command-line flags ``params`` (see :func:`sbatch_parameters`) become for an
     array of ``tasks`` tasks, as submitit writes them."""
-    flags = {k: v for k, v in params.items() if k not in ("array_parallelism", "signal_delay_s")}
+    skip = ("array_parallelism", "signal_delay_s", "srun_args")
+    flags = {k: v for k, v in params.items() if k not in skip}
     flags.update(flags.pop("additional_parameters", {}))
     flags["signal"] = f"USR2@{params['signal_delay_s']}"
     flags["array"] = f"0-{tasks - 1}%{min(tasks, params['array_parallelism'])}"

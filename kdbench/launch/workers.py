@@ -38,50 +38,8 @@ from typing import Any, TextIO
 from kdbench.errors import KdbenchError
 from kdbench.launch.base import RunFn, failed_record
 from kdbench.launch.local import ProgressPrinter
+from kdbench.launch.placement import STOP_WAIT_S, cpu_shares, own_cpus, visible_gpus
 from kdbench.results.store import RunStore
-
-STOP_WAIT_S = 120.0
-"""How long Ctrl-C waits for the workers to checkpoint before it kills them."""
-
-
-def cpu_shares(cpus: Sequence[int], jobs: int) -> list[set[int]]:
-    """Split ``cpus`` into ``jobs`` disjoint, contiguous shares whose sizes differ by at most 1.
-
-    >>> cpu_shares([0, 1, 2, 3, 4], 2)
-    [{0, 1, 2}, {3, 4}]
-    """
-    ordered = sorted(cpus)
-    if jobs > len(ordered):
-        raise KdbenchError(
-            f"--jobs {jobs}: only {len(ordered)} CPU(s) available to this process; "
-            f"expected at most {len(ordered)}"
-        )
-    base, extra = divmod(len(ordered), jobs)
-    shares, start = [], 0
-    for i in range(jobs):
-        size = base + (1 if i < extra else 0)
-        shares.append(set(ordered[start : start + size]))
-        start += size
-    return shares
-
-
-def _own_cpus() -> set[int]:
-    """The CPU ids this process may run on (all of them where affinity is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return os.sched_getaffinity(0)
-    return set(range(os.cpu_count() or 1))
-
-
-def visible_gpus() -> list[str]:
-    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed:
-        return [d.strip() for d in listed.split(",") if d.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def check_jobs(jobs: Any, where: str = "launch.jobs") -> int:
@@ -91,13 +49,29 @@ def check_jobs(jobs: Any, where: str = "launch.jobs") -> int:
 
 
 def check_local_options(options: dict[str, Any]) -> None:
-    """Validate the local executor's ``launch:`` options (only ``jobs``)."""
+    """Validate the local executors' ``launch:`` options: ``jobs``, and the processes per run
+    (``tasks_per_node``, ``gpus_per_node``, also in ``teacher:``/``student:`` overrides)."""
+    from kdbench.launch.slurm_options import PARALLEL, STAGES, check_value
+
+    local = [k for k in PARALLEL if k != "nodes"]
     for key, value in options.items():
-        if key != "jobs":
+        if key == "jobs":
+            check_jobs(value)
+        elif key in local:
+            check_value(key, value)
+        elif key in STAGES and isinstance(value, dict):
+            for name, inner in value.items():
+                if name not in local:
+                    raise KdbenchError(
+                        f"launch.{key}.{name}: the local executor takes {' and '.join(local)} "
+                        "per stage"
+                    )
+                check_value(name, inner, f"launch.{key}.")
+        else:
             raise KdbenchError(
-                f"launch.{key}: the local executor takes no options (except launch.jobs)"
+                f"launch.{key}: the local executor takes jobs, {', '.join(local)} and teacher/"
+                "student overrides of them"
             )
-        check_jobs(value)
 
 
 def _worker(
@@ -135,11 +109,19 @@ def _worker(
 class WorkerExecutor:
     """Trains up to ``jobs`` runs at once in pinned worker processes (see the module doc)."""
 
-    def __init__(self, jobs: int, stream: TextIO = sys.stderr, poll_s: float = 1.0) -> None:
+    def __init__(
+        self, jobs: int, stream: TextIO = sys.stderr, poll_s: float = 1.0, processes: int = 1
+    ) -> None:
         self.jobs = check_jobs(jobs, "--jobs")
+        if processes > 1:
+            raise KdbenchError(
+                f"--jobs {jobs}: each worker trains a run in one process, but launch asks for "
+                f"{processes} processes per run (tasks_per_node); expected --jobs 1 (the run's "
+                "processes then share this machine) or --executor slurm"
+            )
         self.stream = stream
         self.poll_s = poll_s
-        self.shares = cpu_shares(sorted(_own_cpus()), self.jobs)
+        self.shares = cpu_shares(sorted(own_cpus()), self.jobs)
 
     def run(
         self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn

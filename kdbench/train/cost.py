@@ -30,7 +30,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -60,6 +60,10 @@ class StepFlops:
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
+
+    def times(self, processes: int) -> StepFlops:
+        """The step's FLOPs when ``processes`` ranks each train a shard like the one counted."""
+        return StepFlops(*(processes * v for v in astuple(self)))
 
 
 T = TypeVar("T")

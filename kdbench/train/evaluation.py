@@ -20,7 +20,8 @@ native resolution (data sets never resize eval labels). For every image:
 
 Images of different sizes (KITTI's differ by a few pixels) are never stacked: a batch is split
 into runs of consecutive items of equal shapes. The metrics do not depend on how many DataLoader
-workers read the split.
+workers read the split, nor on how many processes train the run (each evaluates the images
+``rank``, ``rank + world``, ... and their confusion matrices are summed).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from kdbench.train.distributed import current, sum_over_ranks
 from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
 from kdbench.train.pipeline import start
 
@@ -166,8 +168,9 @@ def evaluate(
         with autocast():
             return model(rgb, x).logits
 
+    group = current()
     loader = DataLoader(
-        dataset,
+        Subset(dataset, range(group.rank, len(dataset), group.world)),
         batch_size=protocol["batch_size"],
         shuffle=False,
         num_workers=workers,
@@ -185,4 +188,6 @@ def evaluate(
             logits = _upsample(predict(forward, rgb, x, protocol), data["label"].shape[-2:])
             confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"], k)
     model.train(was_training)
+    if group.world > 1:  # every rank read its share of the split: the sum is the split's
+        confusion = sum_over_ranks(confusion.to(device)).cpu()
     return metrics_from_confusion(confusion, dataset.class_names)

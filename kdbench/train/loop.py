@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
+from kdbench.train.distributed import global_count, mean_over_ranks
 from kdbench.train.precision import autocast, check_gradients, check_terms
 
 _MIX = 0x9E3779B97F4A7C15
@@ -55,10 +56,12 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 
 @dataclass
 class Models:
-    """What one training step needs: the trained model, its method, and a frozen teacher."""
+    """What one training step needs: the trained model, its method, and a frozen teacher
+    (None when the method reads no teacher). Under data parallelism, the model and the method
+    are wrapped in DistributedDataParallel for the step (:mod:`kdbench.train.distributed`)."""
 
     model: nn.Module
-    method: MethodSet
+    method: MethodSet | nn.Module
     teacher: nn.Module | None
     uses_x: bool
     """Whether the trained model reads the x modality (teachers do, students do not)."""
@@ -70,10 +73,13 @@ def cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
     """Mean cross-entropy over the labelled pixels of (N, K, H, W) float32 logits.
 
     The sum over labelled pixels divided by max(count, 1): a batch whose every label is ignored
-    gives 0 with a zero gradient (``F.cross_entropy``'s mean would be 0/0 = NaN).
+    gives 0 with a zero gradient (``F.cross_entropy``'s mean would be 0/0 = NaN). When several
+    processes train the run, the count is the global batch's over the world size
+    (:func:`~kdbench.train.distributed.global_count`), so that the ranks' mean is the global
+    batch's cross-entropy.
     """
     total = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (label != IGNORE_INDEX).sum().clamp_min(1)
+    return total / global_count(label != IGNORE_INDEX).clamp_min(1)
 
 
 def to_device(
@@ -109,7 +115,7 @@ def train_step(
     with autocast(device, train["amp"]):
         out = models.model(rgb, x if models.uses_x else None)
         teacher_out = None
-        if models.teacher is not None and models.method.taps:
+        if models.teacher is not None:
             with torch.no_grad():
                 teacher_out = models.teacher(rgb, x)
         logits = F.interpolate(
@@ -123,7 +129,9 @@ def train_step(
             terms["aux"] = models.aux_weight * cross_entropy(aux.float(), label)
         terms.update(models.method(out, teacher_out, batch))
         loss = sum(v.float() for v in terms.values())
-    values = {k: float(v.detach()) for k, v in terms.items()}
+    logged = mean_over_ranks(torch.stack([v.detach().float() for v in (loss, *terms.values())]))
+    total_loss, *term_values = logged.tolist()
+    values = dict(zip(terms, term_values, strict=True))
     check_terms(values, step)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -137,4 +145,4 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     skipped = scaler.is_enabled() and scaler.get_scale() < scale
-    return {"loss": float(loss.detach()), **values}, skipped
+    return {"loss": total_loss, **values}, skipped

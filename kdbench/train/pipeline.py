@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from kdbench.cpus import available_cpus
 from kdbench.data.augment import DRAWS, augment_sample
 from kdbench.errors import KdbenchError
+from kdbench.train.distributed import SINGLE, Group, current, shard
 from kdbench.train.loop import batch_indices, derived_seed
 
 AUGMENT_STREAM = 3
@@ -74,11 +75,14 @@ class AugmentedSamples(Dataset):
 
 
 class StepBatches(Sampler[list[Key]]):
-    """The keys of the batches of steps ``start`` .. ``total`` − 1."""
+    """The keys of the batches of steps ``start`` .. ``total`` − 1; under data parallelism,
+    this rank's shard of each (its slots keep their numbers in the global batch)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start: int, total: int, group: Group = SINGLE
+    ) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.start, self.total = start, total
+        self.start, self.total, self.group = start, total, group
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
@@ -86,7 +90,7 @@ class StepBatches(Sampler[list[Key]]):
     def __iter__(self) -> Iterator[list[Key]]:
         for step in range(self.start, self.total):
             indices = batch_indices(self.n, self.batch_size, self.seed, step)
-            yield [(step, slot, int(i)) for slot, i in enumerate(indices)]
+            yield shard([(step, slot, int(i)) for slot, i in enumerate(indices)], self.group)
 
 
 def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -136,7 +140,9 @@ def train_loader(
     workers = resolve_workers(train["workers"])
     return DataLoader(
         AugmentedSamples(dataset, seed, train, normals),
-        batch_sampler=StepBatches(len(dataset), train["batch_size"], seed, start, train["steps"]),
+        batch_sampler=StepBatches(
+            len(dataset), train["batch_size"], seed, start, train["steps"], current()
+        ),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",

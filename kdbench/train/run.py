@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,15 @@ from kdbench.results.lease import Lease, describe, read_lease, slurm_job
 from kdbench.results.store import RunStore
 from kdbench.train import budget, checkpoint, tuning
 from kdbench.train.cost import calibrate_step_seconds, count_step_flops, median_step_seconds
+from kdbench.train.distributed import (
+    Decision,
+    agreed_stop,
+    convert_sync_batchnorm,
+    current,
+    data_parallel,
+    leader_decides,
+    writer_first,
+)
 from kdbench.train.evaluation import describe as describe_protocol
 from kdbench.train.evaluation import evaluate
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
@@ -169,6 +178,27 @@ def train_run(
     :class:`Stopped` to the caller.
     """
     store = RunStore(results_dir)
+    if not current().writer:
+        return _follow(spec, store)
+    decision = Decision()
+    try:
+        return _lead(spec, store, progress, wait, decision)
+    finally:
+        decision.tell(False)  # the run did not train here: the other ranks return too
+
+
+def _follow(spec: RunSpec, store: RunStore) -> dict[str, Any]:
+    """A rank other than 0 of a data-parallel run: train beside rank 0 when it does, write
+    nothing. Its return value only says so; rank 0's is the run's record."""
+    if leader_decides():
+        _train(spec, store, None)
+    return {"id": spec.id, "status": "follower", "rank": current().rank}
+
+
+def _lead(
+    spec: RunSpec, store: RunStore, progress: Progress | None, wait: bool, decision: Decision
+) -> dict[str, Any]:
+    """:func:`train_run` in rank 0 (or the only process)."""
     existing = _usable_record(store, spec.id)
     if existing is not None and existing.get("status") == "complete":
         return existing
@@ -184,7 +214,7 @@ def train_run(
         if existing is not None and existing.get("status") == "complete":
             return existing  # finished by the previous holder
         remove_temp_files(store.run_dir(spec.id))
-        return _train_under_lease(spec, store, progress, lease)
+        return _train_under_lease(spec, store, progress, lease, decision)
 
 
 def _usable_record(store: RunStore, run_id: str) -> dict[str, Any] | None:
@@ -217,7 +247,7 @@ def busy_record(spec: RunSpec, holder: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_under_lease(
-    spec: RunSpec, store: RunStore, progress: Progress | None, lease: Lease
+    spec: RunSpec, store: RunStore, progress: Progress | None, lease: Lease, decision: Decision
 ) -> dict[str, Any]:
     existing = store.inspect(spec.id)[0]
     attempts = list((existing or {}).get("attempts", []))
@@ -236,6 +266,7 @@ def _train_under_lease(
     store.write(record)
     try:
         load_plugin_files(spec.plugins)
+        decision.tell(True)
         record.update(_train(spec, store, progress))
         record["status"] = "complete"
     except StorageError:
@@ -351,6 +382,8 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     torch.manual_seed(spec.seed)
     train_set, eval_set = build_datasets(spec)
     model = build_model(spec, train_set.num_classes, train_set.x_channels)
+    if current().world > 1:
+        model = convert_sync_batchnorm(model)
     teacher = None
     if spec.kind != "teacher" and spec.method_terms:  # the baseline never runs its teacher
         teacher = load_teacher(
@@ -387,12 +420,19 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     cpu_threads = configure_threads()
     device = pick_device(spec.device)
     cfg = spec.train
+    ranks = current()
+    if cfg["batch_size"] % ranks.world:
+        raise KdbenchError(
+            f"train.batch_size: {cfg['batch_size']} does not divide among the run's "
+            f"{ranks.world} processes; expected a multiple of {ranks.world}"
+        )
     tuned_spec, tuned = tuning.choose(spec, store)  # builds the method; the run keeps spec.id
     train_set, eval_set, models = _build(tuned_spec, store, device)
     optimizer = _optimizer(_trainable(models), cfg)
     scaler = grad_scaler(device, cfg["amp"])
     ckpt_path = store.checkpoint_path(spec.id)
-    state = _restore(ckpt_path, models, optimizer, scaler)
+    with writer_first():  # rank 0 moves a corrupt checkpoint aside before the others look
+        state = _restore(ckpt_path, models, optimizer, scaler)
 
     protocol = {**spec.eval, "batch_size": spec.eval["batch_size"] or cfg["batch_size"]}
     workers = resolve_workers(cfg["workers"])
@@ -418,7 +458,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         device,
         cfg["channels_last"],
     )
-    flops = count_step_flops(models, first_batch, cfg["steps"])
+    flops = count_step_flops(models, first_batch, cfg["steps"]).times(ranks.world)
     spent = _budget(spec, store, train_set, models, first_batch, flops.total, device)
     total = spent.steps
     per_epoch = max(1, len(train_set) // cfg["batch_size"])
@@ -433,6 +473,11 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         )
     )
     models.model.train()
+    stepping = replace(  # what the step calls: under data parallelism, synchronised wrappers
+        models,
+        model=data_parallel(models.model, device),
+        method=data_parallel(models.method, device),
+    )
     state.sessions.append({**session(), "step": state.step})
     window = state.window
     session_start, session_step = time.perf_counter(), state.step
@@ -444,7 +489,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         data = to_device(next(batches), device, cfg["channels_last"])
         t0 = time.perf_counter()
         losses, skipped = train_step(
-            models, data, step, total, spec.seed, cfg, optimizer, scaler, device
+            stepping, data, step, total, spec.seed, cfg, optimizer, scaler, device
         )
         window.append(losses)
         state.skipped_steps += skipped
@@ -471,16 +516,18 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             state.history.append({"step": step, "eval": headline})
             if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
                 state.best = {"step": step, **headline}
-        reason = stop_requested() if step < total else None
+        reason = agreed_stop(stop_requested()) if step < total else None
         if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
-            _save(
-                ckpt_path,
-                state,
-                models,
-                optimizer,
-                scaler,
-                state.elapsed + time.perf_counter() - start,
-            )
+            with writer_first():  # the other ranks go on (or stop) once it is written
+                if ranks.writer:
+                    _save(
+                        ckpt_path,
+                        state,
+                        models,
+                        optimizer,
+                        scaler,
+                        state.elapsed + time.perf_counter() - start,
+                    )
         if reason:
             raise Stopped(reason, step)
 
@@ -488,9 +535,10 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     metrics = evaluate_model()
     wall = state.elapsed + time.perf_counter() - start
     memory = peak_memory_mb(device)
-    checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
-    write_json_atomic(store.history_path(spec.id), state.history)
-    ckpt_path.unlink(missing_ok=True)
+    if ranks.writer:
+        checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
+        write_json_atomic(store.history_path(spec.id), state.history)
+        ckpt_path.unlink(missing_ok=True)
     return {
         "metrics": metrics,
         "eval_protocol": describe_protocol(protocol),
@@ -511,12 +559,17 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             "step_s_median": median_step_seconds(state.step_times, state.resumed_from),
             "peak_memory_mb": memory,
             "peak_memory_source": _memory_source(device),
-            "device_hours": wall / 3600,
+            "device_hours": wall * ranks.world / 3600,
             "budget": spent.to_dict(_run_budget(spec)),
         },
         "student_params": sum(p.numel() for p in models.model.parameters()),
         "extra_params": models.method.extra_parameters(),
-        "env": {**environment(device), "cpu_threads": cpu_threads},
+        "env": {
+            **environment(device),
+            "cpu_threads": cpu_threads,
+            "processes": ranks.world,
+            "backend": ranks.backend,
+        },
         **({"tuning": tuned} if tuned else {}),
     }
 
@@ -569,16 +622,26 @@ def _budget(
                     [(n, o) for n, o in terms], models.model.tap_info, teacher.tap_info
                 ).to(device)
                 row = Models(models.model, method, teacher, models.uses_x)
-                out.append(count_step_flops(row, data, cfg["steps"]).total)
+                out.append(count_step_flops(row, data, cfg["steps"]).times(current().world).total)
         return out
 
     return budget.steps_for(
         _run_budget(spec),
         flops_per_step,
-        lambda: calibrate_step_seconds(models, make_step, budget.CALIBRATION_STEPS),
+        functools.partial(calibrate, models, make_step),
         store.root / "budgets" / f"{spec.id}.json",
         rows_flops,
     )
+
+
+def calibrate(models: Models, make_step: Callable[[Models], Callable[[int], None]]) -> float:
+    """Seconds per step of ``models`` for a seconds budget, measured in this process alone."""
+    if current().world > 1:
+        raise KdbenchError(
+            "train.budget: {seconds: ...} is calibrated by one process; a run trained by "
+            f"{current().world} processes (launch.tasks_per_node x nodes) takes steps or flops"
+        )
+    return calibrate_step_seconds(models, make_step, budget.CALIBRATION_STEPS)
 
 
 def _trainable(models: Models) -> list[torch.nn.Parameter]:

@@ -250,8 +250,11 @@ def test_from_options_builds_and_validates(tmp_path: Path) -> None:
     assert ex.folder == tmp_path and ex.cpus_per_task == 1
     with pytest.raises(KdbenchError, match=r"^launch\.gpus: unknown option"):
         from_options({"gpus": 1}, tmp_path)
-    with pytest.raises(KdbenchError, match=r"^launch\.gpus_per_node: 2: multi-GPU .* not impl"):
-        from_options({"gpus_per_node": 2}, tmp_path)
+    assert from_options({"gpus_per_node": 2}, tmp_path).gpus_per_node == 2
+    with pytest.raises(KdbenchError, match=r"^launch\.tasks_per_node: 3 with gpus_per_node: 2;"):
+        from_options({"gpus_per_node": 2, "tasks_per_node": 3}, tmp_path)
+    with pytest.raises(KdbenchError, match=r"^launch\.teacher\.tasks_per_node: 1 with gpus_per"):
+        from_options({"teacher": {"gpus_per_node": 2, "tasks_per_node": 1}}, tmp_path)
     with pytest.raises(KdbenchError, match=r"^launch\.teacher\.mem_gb: expected"):
         from_options({"teacher": {"mem_gb": 0}}, tmp_path)
     with pytest.raises(KdbenchError, match=r"^launch\.student\.seeds: unknown resource"):
@@ -265,6 +268,9 @@ def test_from_options_builds_and_validates(tmp_path: Path) -> None:
         ("poll_s", 0),
         ("signal_margin_s", -1),
         ("max_requeues", 1.5),
+        ("gpus_per_node", -1),
+        ("tasks_per_node", 0),
+        ("nodes", 0),
     ):
         with pytest.raises(KdbenchError, match=rf"^launch\.{key}: expected"):
             from_options({key: bad}, tmp_path)

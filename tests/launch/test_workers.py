@@ -19,7 +19,8 @@ import yaml
 from kdbench.config import load_suite
 from kdbench.errors import KdbenchError
 from kdbench.launch.local import LocalExecutor
-from kdbench.launch.workers import WorkerExecutor, cpu_shares
+from kdbench.launch.placement import cpu_shares
+from kdbench.launch.workers import WorkerExecutor
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
 

@@ -1,0 +1,149 @@
+"""Data parallelism on the CPU (gloo): a run trained by 2 processes is the run of 1 process.
+
+Each test starts real processes: ``torch.multiprocessing`` ranks for the batch-norm layer, and
+``kdbench run`` with ``launch.tasks_per_node: 2`` for whole runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as tmp_mp
+import yaml
+from timm.layers import BatchNormAct2d
+from torch import nn
+
+from kdbench.config import load_suite
+from kdbench.errors import KdbenchError
+from kdbench.launch.spawn import free_port
+from kdbench.results.store import RunStore
+from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm, process_group, shard
+from kdbench.train.run import train_run
+
+BATCH = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1
+UPSTREAM = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+
+
+def norm_layer() -> nn.BatchNorm2d:
+    torch.manual_seed(2)
+    bn = nn.BatchNorm2d(3)
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    return bn
+
+
+def _rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with process_group("gloo"):
+        bn = SyncBatchNorm(norm_layer()).train()
+        x = shard(list(BATCH))  # this rank's 3 images
+        x = torch.stack(x).requires_grad_(True)
+        y = bn(x)
+        # DistributedDataParallel averages the ranks' parameter gradients: do it by hand here
+        (y * torch.stack(shard(list(UPSTREAM)))).sum().mul(2).backward()
+        grads = torch.stack([bn.weight.grad, bn.bias.grad])
+        torch.distributed.all_reduce(grads)
+        torch.save(
+            {"y": y.detach(), "x_grad": x.grad, "param_grads": grads / 2,
+             "running": (bn.running_mean, bn.running_var)},
+            f"{out}/rank{rank}.pt",
+        )
+
+
+def test_sync_batchnorm_over_two_ranks_is_batchnorm_over_the_global_batch(tmp_path: Path) -> None:
+    tmp_mp.spawn(_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    bn = norm_layer().train()
+    x = BATCH.clone().requires_grad_(True)
+    y = bn(x)
+    (y * UPSTREAM).sum().backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach())
+    # each rank's loss was 2x its half: the objective is the mean over ranks of the losses
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]), x.grad * 2)
+    for r in ranks:
+        torch.testing.assert_close(r["param_grads"], torch.stack([bn.weight.grad, bn.bias.grad]))
+        torch.testing.assert_close(r["running"][0], bn.running_mean)
+        torch.testing.assert_close(r["running"][1], bn.running_var)
+
+
+def test_conversion_keeps_the_weights_names_and_timms_activation() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
+    model.train()(torch.randn(2, 3, 6, 6))  # running statistics that differ from the defaults
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 6, 6)
+    expected = model.eval()(x)
+    converted = convert_sync_batchnorm(model)
+    assert isinstance(converted[1], SyncBatchNorm) and isinstance(converted[1].act, nn.ReLU)
+    assert isinstance(converted[2], SyncBatchNorm) and isinstance(converted[2].act, nn.Identity)
+    assert converted.state_dict().keys() == before.keys()
+    for key, value in converted.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    torch.testing.assert_close(converted.eval()(x), expected)  # one process: plain batch norm
+
+
+TINY = {
+    "name": "ddp",
+    "seeds": [0],
+    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
+    "students": ["mobilenetv3_small_050"],  # timm's norm-act layers
+    "methods": ["kd"],
+    "train": {"steps": 6, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "workers": 0},
+}
+
+
+def first_loss(results: Path, run_id: str) -> float:
+    return json.loads(RunStore(results).history_path(run_id).read_text())[0]["loss"]
+
+
+def test_two_gloo_processes_train_the_run_of_one(tmp_path: Path) -> None:
+    """``kdbench run`` with ``launch.tasks_per_node: 2``: 2 local ranks on the CPU (gloo) train
+    the teacher and the kd student; against the same suite in one process, the first step's
+    loss agrees within 1e-5 and the final mIoU within 0.5."""
+    suite_path = tmp_path / "ddp.yaml"
+    suite_path.write_text(yaml.safe_dump({**TINY, "launch": {"tasks_per_node": 2}}))
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", "run", str(suite_path), "--results", str(two)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    suite = load_suite(suite_path)
+    one = tmp_path / "one"
+    torch.set_num_threads(1)
+    for spec in suite.runs:
+        assert train_run(spec, one)["status"] == "complete"
+    for spec in suite.runs:
+        single, double = RunStore(one).load(spec.id), RunStore(two).load(spec.id)
+        assert double["status"] == "complete" and double["env"]["processes"] == 2
+        assert double["env"]["backend"] == "gloo" and single["env"]["processes"] == 1
+        assert len(double["sessions"]) == 1  # rank 0 alone wrote the record
+        assert abs(first_loss(one, spec.id) - first_loss(two, spec.id)) < 1e-5
+        assert abs(single["metrics"]["miou"] - double["metrics"]["miou"]) < 0.5
+        # FLOPs of 2 half batches: the step's, for a loss linear in the batch
+        assert double["cost"]["flops_per_step"]["student"] == (
+            single["cost"]["flops_per_step"]["student"]
+        )
+        assert double["cost"]["device_hours"] > 0
+
+
+def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "odd.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "launch": {"tasks_per_node": 3}}))
+    with pytest.raises(KdbenchError, match=r"train\.batch_size: 4 does not divide among the 3 "):
+        load_suite(path)
+    path.write_text(yaml.safe_dump({**TINY, "launch": {"jobs": 2, "tasks_per_node": 2}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", "run", str(path), "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and "expected --jobs 1" in out.stderr.strip().splitlines()[-1]
