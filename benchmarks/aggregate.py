@@ -122,9 +122,9 @@ def plain_json(root: Path) -> list[dict[str, Any]]:
 def run(root: Path, runs: int, history: int) -> None:
     """Build the records under ``root`` unless they are there, then time and print."""
     from kdbench.report import load_results
-    from kdbench.report.cache import CACHE_NAME
-    from kdbench.report.render import render
-    from kdbench.report.tables import TableSpec, build_tables
+    from kdbench.report.cells.tables import TableSpec, build_tables
+    from kdbench.report.records.cache import CACHE_NAME
+    from kdbench.report.render.formats import render
 
     if not (root / "runs").is_dir():
         count, t_build = _timed(lambda: build(root, runs, history))

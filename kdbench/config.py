@@ -102,7 +102,8 @@ def budget_label(budget: dict[str, Any]) -> str:
 
 
 MATCHED_BASELINE = "none-matched"
-"""Row label of the compute-matched baseline (``matched_baseline: true``)."""
+"""Row label of the compute-matched baseline, the ``methods`` entry ``{none: {budget: match}}``:
+the student alone given the FLOPs the costliest method of the suite spends."""
 
 
 TRAIN_SCHEMA: dict[str, Field] = {
@@ -187,7 +188,6 @@ SUITE_SCHEMA: dict[str, Field] = {
     "device": Field((str,), "auto", check=one_of("auto", "cpu", "cuda")),
     "launch": Field((dict,), None),
     "plugins": Field((list,), []),
-    "matched_baseline": Field((bool,), False),
     "tune": Field((dict,), None, children=TUNE_SCHEMA),
 }
 
@@ -372,6 +372,11 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     for assignment in overrides:
         apply_override(data, assignment)
     _check_size(data, path)
+    if "matched_baseline" in data:
+        raise KdbenchError(
+            f"{path}: matched_baseline: no longer a key; the compute-matched baseline is the "
+            "methods entry {none: {budget: match}}"
+        )
     return expand(check(data, SUITE_SCHEMA, str(path)), path)
 
 
@@ -414,8 +419,35 @@ Terms = tuple[tuple[str, dict[str, Any]], ...]
 """A row's methods: ``((registered name, options), ...)``."""
 
 
+def _is_matched_baseline(label: str, body: Any, where: str) -> bool:
+    """Whether the methods entry ``{label: body}`` is ``{none: {budget: match}}``, the
+    compute-matched baseline; a ``budget`` on any other row, or of any other value, is an error."""
+    if label == MATCHED_BASELINE:
+        raise KdbenchError(
+            f"{where}: methods.{label}: the label of the compute-matched baseline; write it "
+            "{none: {budget: match}}"
+        )
+    if not isinstance(body, dict) or "budget" not in body:
+        return False
+    if label != "none":
+        raise KdbenchError(
+            f"{where}: methods.{label}.budget: only the baseline takes a budget; expected "
+            "{none: {budget: match}}"
+        )
+    if body["budget"] != "match":
+        raise KdbenchError(
+            f"{where}: methods.none.budget: expected match (the student alone given the FLOPs of "
+            f"the costliest method), got {body['budget']!r}"
+        )
+    if len(body) > 1:
+        others = ", ".join(str(k) for k in body if k != "budget")
+        raise KdbenchError(f"{where}: methods.none: expected {{budget: match}} alone, got {others}")
+    return True
+
+
 def _method_rows(value: Any, where: str) -> tuple[list[tuple[str, Terms]], dict[str, Terms]]:
-    """Rows of the table: label -> terms. A row is a method name, or a mapping of several.
+    """Rows of the table: label -> terms. A row is a method name, or a mapping of several;
+    ``{none: {budget: match}}`` is the compute-matched baseline (row :data:`MATCHED_BASELINE`).
 
     Returns the rows with every option resolved (defaults filled in) and, per row label, the
     options as the suite gives them (what tuning keeps fixed)."""
@@ -435,6 +467,10 @@ def _method_rows(value: Any, where: str) -> tuple[list[tuple[str, Terms]], dict[
     for label, body in entries:
         if not isinstance(label, str):
             raise KdbenchError(f"{where}: methods: expected a method name, got {label!r}")
+        if _is_matched_baseline(label, body, where):
+            rows.append((MATCHED_BASELINE, ()))
+            given[MATCHED_BASELINE] = ()
+            continue
         if body is None or body == {}:
             terms = [(label, {})]
         elif isinstance(body, str):
@@ -458,6 +494,8 @@ def _method_rows(value: Any, where: str) -> tuple[list[tuple[str, Terms]], dict[
     labels = [label for label, _ in rows]
     if len(set(labels)) != len(labels):
         raise KdbenchError(f"{where}: methods: duplicate row label")
+    if MATCHED_BASELINE in labels and not any(terms for _, terms in rows):
+        raise KdbenchError(f"{where}: methods.none.budget: match: no distillation method to match")
     return rows, given
 
 
@@ -676,10 +714,6 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
     if len(teacher_budgets) > 1:
         raise KdbenchError(f"{where}: teacher.train.budget: expected one budget, not a list")
     teacher_train = _with_budget(teacher_train, teacher_budgets[0])
-    if settings["matched_baseline"]:
-        if not any(terms for _, terms in rows):
-            raise KdbenchError(f"{where}: matched_baseline: no distillation method to match")
-        rows.append((MATCHED_BASELINE, ()))
 
     teachers: dict[str, RunSpec] = {}
     student_runs: list[RunSpec] = []

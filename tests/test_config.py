@@ -96,6 +96,19 @@ def test_shared_teacher_seed(tmp_path: Path) -> None:
         ("launch={executor: slurm, time_mins: 5}", "launch.time_mins: unknown option"),
         ("launch={executor: slurm, cpus_per_task: 0}", "launch.cpus_per_task: expected"),
         ("launch={partition: gpu}", "launch.partition: the local executor takes no options"),
+        ("matched_baseline=true", "s.yaml: matched_baseline: no longer a key; the "
+         "compute-matched baseline is the methods entry {none: {budget: match}}"),
+        ("methods=[none, {kd: {budget: match}}]",
+         "methods.kd.budget: only the baseline takes a budget; expected {none: {budget: match}}"),
+        ("methods=[none, kd, {none: {budget: steps}}]",
+         "methods.none.budget: expected match (the student alone given the FLOPs of the "
+         "costliest method), got 'steps'"),
+        ("methods=[kd, {none: {budget: match, kd: {}}}]",
+         "methods.none: expected {budget: match} alone, got kd"),
+        ("methods=[none, {none: {budget: match}}]",
+         "methods.none.budget: match: no distillation method to match"),
+        ("methods=[kd, {none-matched: none}]",
+         "methods.none-matched: the label of the compute-matched baseline"),
     ],
 )
 def test_bad_suites_name_the_key(tmp_path: Path, override: str, message: str) -> None:
@@ -103,6 +116,31 @@ def test_bad_suites_name_the_key(tmp_path: Path, override: str, message: str) ->
         load_suite(write(tmp_path, BASE), [override])
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_budget_match_on_none_adds_the_compute_matched_baseline(tmp_path: Path) -> None:
+    plain = load_suite(write(tmp_path, BASE, "plain.yaml"))
+    matched = load_suite(write(tmp_path, {**BASE, "methods": [*BASE["methods"], {
+        "none": {"budget": "match"}}]}, "matched.yaml"))
+    extra = [s for s in matched.students if s.method == "none-matched"]
+    assert [s.id for s in matched.runs if s.method != "none-matched"] == [
+        s.id for s in plain.runs
+    ]  # the other rows keep their ids, plain none stays the baseline
+    assert len(extra) == 2 and {s.seed for s in extra} == {0, 1}
+    assert all(s.method_terms == () and s.teacher_id for s in extra)
+    rows = extra[0].train["budget"]["match"]["rows"]
+    assert [label for label, _ in rows] == ["kd", "kd+cwd"]
+
+
+def test_matched_baseline_is_refused_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdbench.cli import main
+
+    path = write(tmp_path, {**BASE, "matched_baseline": True})
+    assert main(["run", str(path), "--dry-run", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "{none: {budget: match}}" in err
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
@@ -154,4 +192,6 @@ def test_the_readme_suite_example_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(example)
     suite = load_suite(path)
-    assert [s.method for s in suite.students if s.seed == 0] == ["none", "kd", "hot-kd", "kd+cwd"]
+    assert [s.method for s in suite.students if s.seed == 0] == [
+        "none", "kd", "hot-kd", "kd+cwd", "none-matched"
+    ]

@@ -6,18 +6,21 @@ The public entry point for your own analysis is :func:`load_results`::
     df = load_results("results")            # one row per run
     df[df.status == "complete"].groupby(["dataset", "student", "method"]).miou.agg(["mean", "std"])
 
-Modules, each with one job: :mod:`~kdbench.report.frame` (records -> DataFrame),
-:mod:`~kdbench.report.cache` (a results folder -> DataFrame, parsing only changed records),
-:mod:`~kdbench.report.stats` (tests, intervals, ranks, power), :mod:`~kdbench.report.tables`
-(the table model: cells, references, significance, placing), :mod:`~kdbench.report.markdown`,
-:mod:`~kdbench.report.latex`, :mod:`~kdbench.report.tidy` (renderers),
-:mod:`~kdbench.report.text` (what cells and captions say), :mod:`~kdbench.report.render`
-(tables -> one format),
-:mod:`~kdbench.report.summary` (average ranks, Friedman/Nemenyi, seeds needed),
-:mod:`~kdbench.report.cost` (the cost table and columns), :mod:`~kdbench.report.budgets`
-(rankings per budget), :mod:`~kdbench.report.trace` (the runs behind each cell),
-:mod:`~kdbench.report.plots`, :mod:`~kdbench.report.report` (the ``kdbench report`` folder) and
-:mod:`~kdbench.report.commands` (the CLI subcommands).
+A one-way pipeline of four layers, each a subpackage that imports only from the layers
+below it (and within itself, without cycles; ``tests/report/test_layers.py`` checks it):
+
+1. :mod:`~kdbench.report.records`: run records -> one DataFrame (``frame``, ``cache``);
+2. :mod:`~kdbench.report.cells`: cells and statistics as plain data (``stats``, ``tables``,
+   ``summary``, ``cost``, ``trace``);
+3. :mod:`~kdbench.report.words`: words and numbers, what a cell, a row label and a caption
+   say, and the small summary tables (``text``, ``summaries``);
+4. :mod:`~kdbench.report.render`: LaTeX, Markdown, CSV and plots (``latex``, ``markdown``,
+   ``tidy``, ``plots``), one format of a table (``formats``) and the ``kdbench report`` folder
+   (``report``).
+
+Entry points on top of the pipeline, free to import any layer: this package's own functions
+(:func:`load_results`, :func:`summary_table`) and :mod:`~kdbench.report.commands` (the
+``kdbench table`` and ``kdbench report`` subcommands).
 
 This package imports nothing heavy at import time, so ``kdbench --help`` stays fast.
 """
@@ -50,10 +53,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
     and ``error`` (failed runs). ``kind`` "trial" rows are tuning trials.
 
     Loading keeps a cache of these rows in ``<path>/.kdbench-report-cache.json`` and parses
-    again only the records that changed (see :mod:`kdbench.report.cache`); delete it at will.
+    again only the records that changed (see :mod:`kdbench.report.records.cache`); delete it at
+    will.
     Raises :class:`kdbench.errors.KdbenchError` if ``path`` holds no run record.
     """
-    from kdbench.report.cache import load_frame
+    from kdbench.report.records.cache import load_frame
 
     return load_frame(path)
 
@@ -66,8 +70,8 @@ def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     tabulate yet (no complete student run, say) it says so in one line instead of raising: the
     runs themselves went through.
     """
-    from kdbench.report.render import render
-    from kdbench.report.tables import TableSpec, build_tables
+    from kdbench.report.cells.tables import TableSpec, build_tables
+    from kdbench.report.render.formats import render
 
     try:
         frame = load_results(path)

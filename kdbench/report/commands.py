@@ -1,4 +1,5 @@
-"""The ``kdbench table`` and ``kdbench report`` subcommands.
+"""The ``kdbench table`` and ``kdbench report`` subcommands (an entry point on top of the report
+pipeline, with the package's :func:`~kdbench.report.load_results`: see :mod:`kdbench.report`).
 
 Only argparse is imported at module level (``kdbench --help`` must stay fast); pandas, scipy
 and matplotlib are imported when a command runs. Mistakes a user can make (no records, an
@@ -117,8 +118,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _spec(args: argparse.Namespace, **fields: Any) -> Any:
-    """The :class:`~kdbench.report.tables.TableSpec` of the parsed options."""
-    from kdbench.report.tables import TableSpec
+    """The :class:`~kdbench.report.cells.tables.TableSpec` of the parsed options."""
+    from kdbench.report.cells.tables import TableSpec
 
     if args.power is not None and args.power <= 0:
         raise KdbenchError(f"--power {args.power}: expected a difference > 0")
@@ -147,8 +148,8 @@ def suite_run_ids(suite: Path | None) -> set[str] | None:
 def run_table(args: argparse.Namespace) -> int:
     """``kdbench table``: print or write the table; returns the exit code."""
     from kdbench.report import load_results
-    from kdbench.report.render import render
-    from kdbench.report.tables import build_tables
+    from kdbench.report.cells.tables import build_tables
+    from kdbench.report.render.formats import render, with_cost, with_trace
 
     spec = _spec(args, metric=args.metric, gap=args.gap, delta=args.delta)
     frame = load_results(args.results)
@@ -160,9 +161,9 @@ def run_table(args: argparse.Namespace) -> int:
     tables = build_tables(frame, spec)
     text = render(tables, args.format, args.ranks, args.power)
     if args.cost:
-        text = _with_cost(text, frame, spec, args.format)
+        text = with_cost(text, frame, spec, args.format)
     if args.trace:
-        text = _with_trace(text, frame, spec, args.format, args.results)
+        text = with_trace(text, frame, spec, args.format, args.results)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -171,29 +172,9 @@ def run_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_cost(text: str, frame: Any, spec: Any, fmt: str) -> str:
-    """``text`` (a rendered table) with the cost of its runs: columns in CSV, else a table."""
-    from kdbench.report import cost, latex, markdown
-
-    if fmt == "csv":
-        return cost.add_cost_columns(text, frame, spec)
-    module = markdown if fmt == "markdown" else latex
-    return text + "\n" + module.render_simple(cost.cost_table(frame, spec))
-
-
-def _with_trace(text: str, frame: Any, spec: Any, fmt: str, results: str) -> str:
-    """``text`` with the runs of every cell and their reproducing commands."""
-    from kdbench.report import latex, markdown, trace
-
-    if fmt == "csv":
-        return trace.add_trace_columns(text, frame, spec, results)
-    module = markdown if fmt == "markdown" else latex
-    return text + "\n" + module.render_simple(trace.trace_table(frame, spec, results))
-
-
 def run_report(args: argparse.Namespace) -> int:
     """``kdbench report``: write the report folder; returns the exit code."""
-    from kdbench.report.report import ReportOptions, write_report
+    from kdbench.report.render.report import ReportOptions, write_report
 
     metrics = _axes(args.metrics)
     if not metrics:

@@ -11,8 +11,8 @@ import pytest
 
 from kdbench.cli import main
 from kdbench.report import load_results
-from kdbench.report.budgets import ranking
-from kdbench.report.tables import TableSpec
+from kdbench.report.cells.cost import ranking
+from kdbench.report.cells.tables import TableSpec
 
 from .records import record, run_id, teacher_id, write
 

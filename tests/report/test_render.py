@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdbench.report import latex, load_results, markdown
-from kdbench.report.render import render
-from kdbench.report.tables import TableSpec, build_tables
+from kdbench.report import load_results
+from kdbench.report.cells.tables import TableSpec, build_tables
+from kdbench.report.render import latex, markdown
+from kdbench.report.render.formats import render
 from tests.report.records import KITTI, demo_records, record, teacher_id, write
 
 HOSTILE = ["a&b", "50%", "x_y", "#1", "back\\slash", "$x$", "{br}", "til~de", "hat^", "<|>"]

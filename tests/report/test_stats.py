@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kdbench.report import stats
-from kdbench.report.summary import cliques
+from kdbench.report.cells import stats
+from kdbench.report.cells.summary import cliques
 
 A = [71.2, 70.8, 72.1, 71.9, 70.5, 71.4]
 B = [70.1, 70.9, 70.7, 71.0, 69.8, 70.2]

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kdbench.report import load_results, stats, summary
-from kdbench.report.tables import TableSpec, build_tables
+from kdbench.report import load_results
+from kdbench.report.cells import stats, summary
+from kdbench.report.cells.tables import TableSpec, build_tables
+from kdbench.report.words.summaries import ranks_table
 from tests.report.records import record, write
 
 # per data set (block): mIoU of seeds 0 and 1 for each method
@@ -42,7 +44,7 @@ def test_average_ranks_and_friedman(table) -> None:
     ref = sps.friedmanchisquare(*means.T)
     assert r.chi2 == pytest.approx(ref.statistic) and r.p == pytest.approx(ref.pvalue)
     assert r.cd == pytest.approx(stats.nemenyi_q(3) * math.sqrt(3 * 4 / (6 * 3)))
-    text = summary.ranks_table(table, r)
+    text = ranks_table(table, r)
     assert [row[0] for row in text.rows] == ["kd", "cwd", "none"]
     assert "Left out for missing values: lix" in text.caption
 

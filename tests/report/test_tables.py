@@ -11,10 +11,11 @@ import pytest
 from scipy import stats as sps
 
 from kdbench.errors import KdbenchError
-from kdbench.report import load_results, stats
-from kdbench.report.cache import CACHE_NAME
-from kdbench.report.frame import read_records, records_to_frame
-from kdbench.report.tables import Table, TableSpec, build_tables
+from kdbench.report import load_results
+from kdbench.report.cells import stats
+from kdbench.report.cells.tables import Table, TableSpec, build_tables
+from kdbench.report.records.cache import CACHE_NAME
+from kdbench.report.records.frame import read_records, records_to_frame
 from tests.report.records import KITTI, TEACHERS, demo_records, record, teacher_id, write
 
 

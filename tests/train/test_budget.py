@@ -20,6 +20,8 @@ from .test_run import TINY
 
 CIRKD = {"cirkd": {"cirkd": {"pixel_memory": 256, "region_memory": 64}}}
 """A row whose loss has a learnable projector (small queues keep the test fast)."""
+MATCHED = {"none": {"budget": "match"}}
+"""The methods entry of the compute-matched baseline (row ``none-matched``)."""
 
 
 def never() -> float:
@@ -72,8 +74,8 @@ def test_budget_keys_are_checked_with_their_path(tmp_path: Path) -> None:
     for bad in ({"flop": 3}, {"steps": 2.5}, {"seconds": -1}, {"steps": 1, "flops": 2}, []):
         with pytest.raises(KdbenchError, match=r"tiny.yaml: train.budget: "):
             load_suite(write_suite(tmp_path, {"budget": bad}))
-    path = write_suite(tmp_path, {}, methods=["none"], matched_baseline=True)
-    with pytest.raises(KdbenchError, match="matched_baseline: no distillation method"):
+    path = write_suite(tmp_path, {}, methods=["none", MATCHED])
+    with pytest.raises(KdbenchError, match="methods.none.budget: match: no distillation method"):
         load_suite(path)
 
 
@@ -82,7 +84,8 @@ def test_train_steps_is_the_default_budget_and_a_list_is_an_axis(tmp_path: Path)
     assert {s.train["steps"] for s in suite.runs} == {5}
     assert all("budget" not in s.train for s in suite.runs)  # ids as before budgets existed
     suite = load_suite(
-        write_suite(tmp_path, {"budget": [{"steps": 4}, {"flops": 1e9}]}, matched_baseline=True)
+        write_suite(tmp_path, {"budget": [{"steps": 4}, {"flops": 1e9}]},
+                    methods=["none", "kd", MATCHED])
     )
     (teacher,) = suite.teachers
     assert teacher.train["steps"] == 6 and "budget" not in teacher.train  # train.steps
@@ -100,7 +103,7 @@ def flops_suite(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A tiny suite under a FLOPs budget: its teacher trained, its students not yet."""
     tmp = tmp_path_factory.mktemp("flops")
     path = write_suite(
-        tmp, {"budget": {"flops": 6e9}}, methods=["none", "kd", CIRKD], matched_baseline=True
+        tmp, {"budget": {"flops": 6e9}}, methods=["none", "kd", CIRKD, MATCHED]
     )
     suite = load_suite(path)
     results = tmp / "results"
@@ -142,9 +145,7 @@ def test_the_matched_baseline_trains_as_long_as_the_costliest_method_spends(
 ) -> None:
     _, results = flops_suite
     suite = load_suite(
-        write_suite(
-            tmp_path, {"budget": {"steps": 4}}, methods=["none", "kd", CIRKD], matched_baseline=True
-        )
+        write_suite(tmp_path, {"budget": {"steps": 4}}, methods=["none", "kd", CIRKD, MATCHED])
     )
     by_method = {s.method: s for s in suite.students}
     other = tmp_path / "results"

@@ -11,7 +11,7 @@ import yaml
 
 from kdbench.cli import main
 from kdbench.config import load_suite
-from kdbench.report.markdown import escape
+from kdbench.report.render.markdown import escape
 from kdbench.reproduce import command
 from kdbench.train.run import train_run
 

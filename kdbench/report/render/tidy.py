@@ -6,18 +6,25 @@ Columns: ``table`` (title of a per-class table, else empty), the row axes, the c
 ``delta``, ``gap_pct``, ``p_value``, ``p_holm``, ``mark`` (+1 significantly better than the
 baseline, −1 worse, 0 neither), ``place`` (1 best, 2 second, 0 other), ``note`` (why runs are
 missing from the mean). With ranks: ``average_rank`` per method; with a power figure:
-``power_delta`` and ``seeds_needed`` per column.
+``power_delta`` and ``seeds_needed`` per column. ``kdbench table --cost`` appends the cost
+columns of :mod:`kdbench.report.cells.cost` to every line; ``--trace`` appends ``runs``
+(``seed:id`` joined by ``;``, teacher cells ``teacher:id``) and ``commands`` (the commands that
+reproduce them, joined by ``;``).
 """
 
 from __future__ import annotations
 
+import io
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from kdbench.report.summary import PowerRow, Ranks
-from kdbench.report.tables import Table
+from kdbench.report.cells import cost, trace
+from kdbench.report.cells.summary import PowerRow, Ranks
+from kdbench.report.cells.tables import Table, TableSpec
+from kdbench.reproduce import command
 
 
 def _nan(x: float | None) -> float:
@@ -79,3 +86,30 @@ def frame(
 def concat(frames: list[pd.DataFrame]) -> str:
     """The CSV text of several :func:`frame` results (columns united, missing ones empty)."""
     return pd.concat(frames, ignore_index=True).to_csv(index=False)
+
+
+def add_cost_columns(csv_text: str, frame: pd.DataFrame, spec: TableSpec) -> str:
+    """A tidy CSV with the cost columns appended to every line."""
+    tidy = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
+    means = cost.means(frame, spec).astype({k: str for k in (*spec.rows, *spec.cols)})
+    merged = tidy.merge(means, on=[*spec.rows, *spec.cols], how="left")
+    return merged.to_csv(index=False)
+
+
+def add_trace_columns(
+    csv_text: str, frame: pd.DataFrame, spec: TableSpec, results: str | Path
+) -> str:
+    """A tidy CSV with ``runs`` and ``commands`` columns on every line."""
+    tidy = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
+    keys = [*spec.rows, *spec.cols]
+
+    def joined(group: pd.DataFrame) -> pd.Series:
+        records: list[dict[str, Any]] = group.to_dict("records")
+        return pd.Series({
+            "runs": ";".join(f"{r['seed']}:{r['id']}" for r in records),
+            "commands": ";".join(command(results, r["id"]) for r in records),
+        })
+
+    lines = trace.runs(frame, spec).astype({k: str for k in keys})
+    cells = lines.groupby(keys, sort=False)[["seed", "id"]].apply(joined).reset_index()
+    return tidy.merge(cells, on=keys, how="left").to_csv(index=False)

@@ -6,7 +6,7 @@
   the blocks lacking a value of a remaining method (both listed in the caption). Methods
   are ranked within each block (1 = best), ranks averaged over blocks; the Friedman test asks
   whether the methods differ at all, the Nemenyi critical difference says which average ranks
-  differ (see :mod:`kdbench.report.stats`).
+  differ (see :mod:`kdbench.report.cells.stats`).
 - Power: per context, the standard deviation of the paired differences (method − baseline over
   shared seeds) pooled over the methods; from it the number of seeds a paired t-test needs to
   detect a difference Δ with the target power at the table's α.
@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from kdbench.report import stats
-from kdbench.report.frame import BASELINE, TEACHER
-from kdbench.report.tables import Table
-from kdbench.report.text import SimpleTable, number
+from kdbench.report.cells import stats
+from kdbench.report.cells.tables import Table
+from kdbench.report.records.frame import BASELINE, TEACHER
 
 TARGET_POWER = 0.8
-NO_RANKS = "Average ranks need at least two methods and two columns with every method's value."
 
 
 @dataclass
@@ -130,42 +128,3 @@ def power(table: Table, delta: float, target: float = TARGET_POWER) -> list[Powe
         out.append(PowerRow(context_label(table, ctx, ci), (*ctx, *table.columns[ci].key),
                             sd, dof, seeds, now, needed))
     return out
-
-
-def ranks_table(table: Table, r: Ranks) -> SimpleTable:
-    """Average ranks as a summary table; the caption gives Friedman, CD and dropped blocks."""
-    order = np.argsort(r.average, kind="stable")
-    rows = [[r.methods[i], f"{r.average[i]:.2f}"] for i in order]
-    caption = (
-        f"{table.metric_label}: ranks within each of {len(r.blocks)} columns (1 = best). "
-        f"Friedman χ²({len(r.methods) - 1}) = {r.chi2:.2f}, p = {r.p:.3g}; "
-        f"Nemenyi critical difference at α = {r.alpha:g}: {r.cd:.2f}."
-    )
-    if r.dropped:
-        caption += f" Left out for missing values: {', '.join(r.dropped)}."
-    return SimpleTable(f"Average ranks ({table.metric_label})", ["method", "average rank"], rows,
-                       caption)
-
-
-def power_table(table: Table, rows: list[PowerRow], delta: float,
-                target: float = TARGET_POWER) -> SimpleTable:
-    """Seeds needed per context as a summary table."""
-    body = [
-        [
-            p.context,
-            number(p.sd, 2),
-            str(p.dof),
-            str(p.seeds),
-            number(p.power_now, 2),
-            "–" if p.needed is None else str(p.needed),
-        ]
-        for p in rows
-    ]
-    caption = (
-        f"Seeds a paired t-test (α = {table.spec.alpha:g}) needs to detect Δ = {delta:g} with "
-        f"power {target:g}, from the sd of paired differences to the baseline pooled over the "
-        "methods of each column (– when fewer than two paired seeds)."
-    )
-    header = ["column", "sd of differences", "df", "seeds now", "power now", "seeds needed"]
-    return SimpleTable(f"Seeds needed for Δ = {delta:g} ({table.metric_label})", header, body,
-                       caption)

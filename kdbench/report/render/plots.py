@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdbench.report.frame import BASELINE, TEACHER
-from kdbench.report.summary import Ranks, cliques
-from kdbench.report.tables import Table
-from kdbench.report.text import ROW_LABELS
+from kdbench.report.cells.summary import Ranks, cliques
+from kdbench.report.cells.tables import Table
+from kdbench.report.records.frame import BASELINE, TEACHER
+from kdbench.report.words.text import ROW_LABELS
 
 
 def _pyplot() -> Any:
@@ -91,7 +91,7 @@ def cd_diagram(ranks: Ranks, stem: Path, title: str) -> list[Path]:
 def training_curves(history: pd.DataFrame, path: Path, title: str) -> list[Path]:
     """Training loss against step, one line per method (mean over seeds, band = min..max).
 
-    ``history``: rows of :func:`kdbench.report.frame.histories` for one context.
+    ``history``: rows of :func:`kdbench.report.records.frame.histories` for one context.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -142,7 +142,7 @@ def cost_plot(points: pd.DataFrame, metric: str, label: str, path: Path) -> list
     """``label`` against device-hours, one colour per method and one marker per budget.
 
     ``points``: columns ``method``, ``budget``, ``device_hours`` and ``metric`` (one point per
-    method, budget and table column; :func:`kdbench.report.budgets.cost_points`).
+    method, budget and table column; :func:`kdbench.report.cells.cost.cost_points`).
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

@@ -13,8 +13,9 @@ every axis but the method: the runs of one context are compared with each other.
   suite/dataset/student axes match the context.
 - Δ = mean(cell) − mean(baseline). Gap share = 100·(m − b)/(T − b) with T the teacher mean, shown
   only when the teacher is better than the baseline.
-- Significance: for each method cell, the paired test (:func:`~kdbench.report.stats.paired_pvalue`)
-  of its values against the baseline's on the seeds both have; Holm's correction over the
+- Significance: for each method cell, the paired test
+  (:func:`~kdbench.report.cells.stats.paired_pvalue`) of its values against the baseline's on
+  the seeds both have; Holm's correction over the
   method cells of the context (teacher and baseline excluded). A rejected test marks the cell
   better (+1) or worse (−1) by the sign of the mean paired difference.
 - Provenance: a cell whose runs (of any status, before de-duplication) come from different
@@ -35,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from kdbench.errors import KdbenchError
-from kdbench.report import stats
-from kdbench.report.frame import AXES, BASELINE, IOU_PREFIX, TEACHER, class_columns
+from kdbench.report.cells import stats
+from kdbench.report.records.frame import AXES, BASELINE, IOU_PREFIX, TEACHER, class_columns
 
 METRICS: dict[str, tuple[str, bool]] = {
     "miou": ("mIoU (%)", True),
@@ -149,8 +150,8 @@ class Table:
     show_gap: bool
     seed_counts: set[int] = field(default_factory=set)
     """The expected seed counts of the student cells (one element when uniform)."""
-    budget: str = ""
-    """The caption's sentence on the training budget of the runs (:func:`budget_words`)."""
+    budgets: tuple[str, ...] = ()
+    """The budget labels of the table's student runs (:func:`budget_labels`)."""
 
     @property
     def method_axis(self) -> int:
@@ -276,7 +277,7 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
 
     One table for a scalar metric; for ``per_class`` one table per column key, whose columns are
     the classes with a value in that column's runs or teachers. Records that cannot be read are
-    left out with a footnote naming them; the caption states the runs' training budget.
+    left out with a footnote naming them; each table keeps the runs' budget labels.
     """
     check_spec(spec)
     corrupt = frame[frame["status"] == "corrupt"]
@@ -284,7 +285,7 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     students = select_students(frame, spec)
     tables = _tables(frame, students, spec)
     for table in tables:
-        table.budget = budget_words(students, spec)
+        table.budgets = budget_labels(students)
         if not corrupt.empty:
             left_out = "left out, unreadable: " + "; ".join(
                 f"{r.id} ({r.error})" for r in corrupt.itertuples()
@@ -293,14 +294,9 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     return tables
 
 
-def budget_words(students: pd.DataFrame, spec: TableSpec) -> str:
-    """The budget of the selected student runs as a caption sentence ("" for old records)."""
-    budgets = sorted({str(b) for b in students["budget"].dropna()} - {UNKNOWN})
-    if not budgets:
-        return ""
-    if "budget" in spec.rows + spec.cols or len(budgets) > 1:
-        return "Training budget per run as labelled (" + "; ".join(budgets) + ")."
-    return f"Training budget per run: {budgets[0]}."
+def budget_labels(students: pd.DataFrame) -> tuple[str, ...]:
+    """The budget labels of the selected student runs, sorted (none for old records)."""
+    return tuple(sorted({str(b) for b in students["budget"].dropna()} - {UNKNOWN}))
 
 
 def _tables(frame: pd.DataFrame, students: pd.DataFrame, spec: TableSpec) -> list[Table]:

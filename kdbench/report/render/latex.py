@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
-from kdbench.report import text
-from kdbench.report.tables import Table
+from kdbench.report.cells.tables import Table
+from kdbench.report.words import text
 
 _REPLACEMENTS = {
     "\\": r"\textbackslash{}",

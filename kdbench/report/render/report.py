@@ -25,17 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench.errors import KdbenchError
-from kdbench.report import budgets, cost, latex, markdown, plots, summary
-from kdbench.report.frame import (
-    TEACHER,
-    corrupt_row,
-    histories,
-    read_records,
-    records_to_frame,
-    rows_to_frame,
-)
-from kdbench.report.render import render
-from kdbench.report.tables import (
+from kdbench.report.cells import cost, summary
+from kdbench.report.cells.tables import (
     PER_CLASS,
     Table,
     TableSpec,
@@ -43,6 +34,17 @@ from kdbench.report.tables import (
     metric_info,
     select_students,
 )
+from kdbench.report.records.frame import (
+    TEACHER,
+    corrupt_row,
+    histories,
+    read_records,
+    records_to_frame,
+    rows_to_frame,
+)
+from kdbench.report.render import latex, markdown, plots
+from kdbench.report.render.formats import render
+from kdbench.report.words import summaries
 from kdbench.results.store import RunStore
 
 
@@ -72,11 +74,11 @@ def _section(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
     """The Markdown lines of one suite (or of everything) and the files they link to; with
     several budgets, one part per budget and their rankings side by side."""
     spec = options.table
-    labels = budgets.budgets(frame, spec)
+    labels = cost.budgets(frame, spec)
     if len(labels) > 1 and "budget" not in spec.rows + spec.cols:
         lines: list[str] = []
         for label in labels:
-            part = replace(options, table=budgets.for_budget(spec, label))
+            part = replace(options, table=cost.for_budget(spec, label))
             lines += [f"### Budget: {markdown.escape(label)}", ""]
             lines += _metrics(frame, hist, out, f"{prefix}{_slug(label)}_", part)
             lines += _cost(frame, out, f"{prefix}{_slug(label)}_", part.table)
@@ -88,7 +90,7 @@ def _section(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
 
 def _cost(frame: pd.DataFrame, out: Path, prefix: str, spec: TableSpec) -> list[str]:
     """The cost table of ``spec``'s runs (.md, .tex, .csv) and its Markdown lines."""
-    table = cost.cost_table(frame, spec)
+    table = summaries.cost_table(frame, spec)
     name = f"{prefix}cost"
     (out / f"{name}.md").write_text(markdown.render_simple(table))
     (out / f"{name}.tex").write_text(latex.render_simple(table))
@@ -100,7 +102,7 @@ def _cost(frame: pd.DataFrame, out: Path, prefix: str, spec: TableSpec) -> list[
 def _cost_figure(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions) -> list[str]:
     """The figure of the first metric against device-hours per method (and budget)."""
     metric = options.metrics[0]
-    points = budgets.cost_points(frame, options.table, metric)
+    points = cost.cost_points(frame, options.table, metric)
     if points.empty or points["device_hours"].isna().all():
         return []
     path = out / f"{prefix}cost_{metric}.png"
@@ -113,7 +115,7 @@ def _comparison(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOpti
     metric = options.metrics[0]
     spec = replace(options.table, metric=metric)
     label = metric_info(metric, frame)[0]
-    table = budgets.rankings_table(frame, spec, label)
+    table = summaries.rankings_table(frame, spec, label)
     name = f"{prefix}rankings"
     (out / f"{name}.md").write_text(markdown.render_simple(table))
     (out / f"{name}.tex").write_text(latex.render_simple(table))

@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kdbench.report import stats
-from kdbench.report.frame import BASELINE, TEACHER
-from kdbench.report.tables import Cell, Table
+from kdbench.report.cells import stats
+from kdbench.report.cells.tables import Cell, Table, TableSpec
+from kdbench.report.records.frame import BASELINE, TEACHER
 
 BETTER = "*"
 WORSE = "†"
@@ -133,8 +133,8 @@ def caption(table: Table, style: Style) -> str:
     if table.show_gap:
         parts.append("Gap: share of the teacher − baseline gap closed, 100·(m − b)/(T − b) "
                      "(– when the teacher is not better than the baseline).")
-    if table.budget:
-        parts.append(table.budget)
+    if budget := budget_sentence(table.budgets, spec):
+        parts.append(budget)
     parts.append("Bold: best, underlined: second-best student row (teacher excluded).")
     tests = [c for c in table.cells.values() if c.role == "method" and c.diffs is not None]
     m = max((c.diffs.size for c in tests), default=0)
@@ -147,6 +147,15 @@ def caption(table: Table, style: Style) -> str:
         parts.append(f"With at most {m} paired seeds the smallest Wilcoxon p-value is "
                      f"{stats.wilcoxon_min_pvalue(m):.3g} > α: no method can be marked.")
     return style.escape(" ".join(parts))
+
+
+def budget_sentence(budgets: tuple[str, ...], spec: TableSpec) -> str:
+    """The training budget of runs with the budget labels ``budgets`` ("" for none)."""
+    if not budgets:
+        return ""
+    if "budget" in spec.rows + spec.cols or len(budgets) > 1:
+        return "Training budget per run as labelled (" + "; ".join(budgets) + ")."
+    return f"Training budget per run: {budgets[0]}."
 
 
 def notes(table: Table, style: Style) -> list[str]:

@@ -2,11 +2,11 @@
 
 Parsing every ``runs/<id>/record.json`` is the cost of loading results: a record carries its
 training history and is tens of kilobytes, and the table needs about forty numbers of it. So
-:func:`load_frame` keeps the flat rows (:func:`kdbench.report.frame.row`) of the records it has
-parsed in ``<results>/.kdbench-report-cache.json`` (column by column, which keeps it small) and
-parses again only the records whose file changed. A record is unchanged when its (mtime in ns,
-size, inode) are those cached: the store replaces a record by renaming a new file over it, which
-gives a new inode.
+:func:`load_frame` keeps the flat rows (:func:`kdbench.report.records.frame.row`) of the
+records it has parsed in ``<results>/.kdbench-report-cache.json`` (column by column, which keeps
+it small) and parses again only the records whose file changed. A record is unchanged when its
+(mtime in ns, size, inode) are those cached: the store replaces a record by renaming a new file
+over it, which gives a new inode.
 
 The cache is an optimisation only: a missing, unreadable, stale-version or unwritable cache
 means parsing every record, with the same result. It never holds anything the records do not.
@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench.errors import KdbenchError
-from kdbench.report.frame import ROW_VERSION, columns_to_frame, corrupt_row, row
+from kdbench.report.records.frame import ROW_VERSION, columns_to_frame, corrupt_row, row
 from kdbench.results.store import CorruptRecord, read_record
 
 CACHE_NAME = ".kdbench-report-cache.json"

@@ -1,0 +1,61 @@
+"""Built tables (with their rank, power, cost and trace summaries) -> the text of one format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdbench.errors import KdbenchError
+from kdbench.report.cells import summary
+from kdbench.report.cells.tables import Table, TableSpec
+from kdbench.report.render import latex, markdown, tidy
+from kdbench.report.words import summaries
+
+FORMATS = ("markdown", "latex", "csv")
+
+
+def render(
+    tables: list[Table], fmt: str, with_ranks: bool = False, power_delta: float | None = None
+) -> str:
+    """``tables`` in format ``fmt``; each followed by its average ranks and seeds needed if asked.
+
+    Markdown and LaTeX put the summaries after each table as small tables; CSV adds them as
+    columns (see :mod:`kdbench.report.render.tidy`).
+    """
+    if fmt not in FORMATS:
+        raise KdbenchError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "csv":
+        frames = []
+        for table in tables:
+            r = summary.ranks(table) if with_ranks else None
+            p = None if power_delta is None else (power_delta, summary.power(table, power_delta))
+            frames.append(tidy.frame(table, r, p, with_ranks))
+        return tidy.concat(frames)
+    module = markdown if fmt == "markdown" else latex
+    parts = [] if fmt == "markdown" else ["% kdbench table: needs \\usepackage{booktabs}\n"]
+    for table in tables:
+        parts.append(module.render_table(table))
+        if with_ranks:
+            r = summary.ranks(table)
+            parts.append(module.escape(summaries.NO_RANKS) + "\n" if r is None
+                         else module.render_simple(summaries.ranks_table(table, r)))
+        if power_delta is not None:
+            rows = summary.power(table, power_delta)
+            parts.append(module.render_simple(summaries.power_table(table, rows, power_delta)))
+    return "\n".join(parts)
+
+
+def with_cost(text: str, frame: Any, spec: TableSpec, fmt: str) -> str:
+    """``text`` (a rendered table) with the cost of its runs: columns in CSV, else a table."""
+    if fmt == "csv":
+        return tidy.add_cost_columns(text, frame, spec)
+    module = markdown if fmt == "markdown" else latex
+    return text + "\n" + module.render_simple(summaries.cost_table(frame, spec))
+
+
+def with_trace(text: str, frame: Any, spec: TableSpec, fmt: str, results: str | Path) -> str:
+    """``text`` with the runs of every cell and their reproducing commands."""
+    if fmt == "csv":
+        return tidy.add_trace_columns(text, frame, spec, results)
+    module = markdown if fmt == "markdown" else latex
+    return text + "\n" + module.render_simple(summaries.trace_table(frame, spec, results))
