@@ -83,6 +83,7 @@ def _to_json(suite: Suite) -> dict[str, Any]:
         "settings": suite.settings,
         "teachers": [s.to_dict() for s in suite.teachers],
         "students": [s.to_dict() for s in suite.students],
+        "trials": [s.to_dict() for s in suite.trials],
         "data_roots": suite.data_roots,
     }
 
@@ -95,6 +96,7 @@ def _from_json(data: dict[str, Any], path: Path) -> Suite:
         [RunSpec.from_dict(c) for c in data["teachers"]],
         [RunSpec.from_dict(c) for c in data["students"]],
         data["data_roots"],
+        [RunSpec.from_dict(c) for c in data["trials"]],
     )
 
 

@@ -142,6 +142,15 @@ def test_the_resolved_suite_cache_is_keyed_by_the_overrides(
     assert len(list(own_cache.glob("*.json"))) == 2
 
 
+def test_a_cache_hit_keeps_the_tuning_trials(tmp_path: Path) -> None:
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump({**SUITE, "tune": {"trials": 2, "split": 0.25}}))
+    first = load_suite_cached(path)
+    assert first.trials and [s.to_dict() for s in load_suite_cached(path).runs] == [
+        s.to_dict() for s in first.runs
+    ]
+
+
 def test_a_data_folder_removed_after_caching_is_still_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
