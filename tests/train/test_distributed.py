@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,48 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path: P
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 2 and "expected --jobs 1" in out.stderr.strip().splitlines()[-1]
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_the_rerun_ends_as_an_unbroken_run(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C to ``kdbench run`` of a 2-rank teacher: rank 0 writes the checkpoint at the step
+    all ranks stop at; running again resumes it with 2 ranks and ends with the metrics of a
+    2-rank run that was never stopped."""
+    data = {**TINY, "students": ["test_resnet"], "methods": ["none"],
+            "launch": {"tasks_per_node": 2},
+            "train": {**TINY["train"], "steps": 100, "checkpoint_every": 1000}}
+    suite_path = tmp_path / "ddp.yaml"
+    suite_path.write_text(yaml.safe_dump(data))
+    (teacher,) = load_suite(suite_path).teachers
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(results: Path, **popen: object) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "kdbench.cli", "run", str(suite_path), "--results",
+               str(results)]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, **popen)
+
+    stopped = tmp_path / "stopped"
+    proc = run(stopped, start_new_session=True)
+    seen = ""
+    while "step 3/100" not in seen and proc.poll() is None:
+        seen += proc.stderr.readline()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 130, seen + rest
+    record = RunStore(stopped).load(teacher.id)
+    assert record["status"] == "running" and "stopped at step" in record["stopped"]
+    assert RunStore(stopped).checkpoint_path(teacher.id).exists()
+
+    unbroken = tmp_path / "unbroken"
+    for results in (stopped, unbroken):
+        proc = run(results)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    resumed, reference = RunStore(stopped).load(teacher.id), RunStore(unbroken).load(teacher.id)
+    assert resumed["resumed_from"] and resumed["resumed_from"][0] >= 3
+    assert resumed["metrics"] == reference["metrics"]
+    history = [json.loads(RunStore(r).history_path(teacher.id).read_text())
+               for r in (stopped, unbroken)]
+    assert history[0] == history[1]
