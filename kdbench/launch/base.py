@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kdbench.errors import KdbenchError
+from kdbench.results.store import RunStore
+
 RunFn = Callable[..., dict[str, Any]]
 """``train_run(spec, results_dir, progress=None, wait=False) -> record``; picklable (it lives in
 the installed package). ``progress`` is an optional callback for in-process progress lines;
@@ -50,4 +53,22 @@ def failed_record(spec: Any, error: str, traceback: str | None = None) -> dict[s
     for key in ("suite", "axes"):
         if hasattr(spec, key):
             record[key] = getattr(spec, key)
+    return record
+
+
+def fail_unless_complete(
+    store: RunStore, spec: Any, error: str, traceback: str | None = None
+) -> dict[str, Any]:
+    """Write and return a failed record for ``spec``, unless the store holds a complete one:
+    that one is returned untouched. The earlier starts (``attempts``) of a run are kept."""
+    try:
+        stored = store.load(spec.id)
+    except KdbenchError:  # unreadable: the failed record replaces it
+        stored = None
+    if stored is not None and stored.get("status") == "complete":
+        return stored
+    record = failed_record(spec, error, traceback)
+    if stored is not None and stored.get("attempts"):
+        record["attempts"] = stored["attempts"]
+    store.write(record)
     return record

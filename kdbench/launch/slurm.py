@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.errors import KdbenchError
-from kdbench.launch.base import RunFn, failed_record
+from kdbench.launch.base import RunFn, fail_unless_complete
 from kdbench.launch.slurm_job import RunFailed, TrainJob
 from kdbench.launch.slurm_options import RESOURCES, resolve, sbatch_flags, sbatch_parameters
 from kdbench.launch.slurm_state import active_jobs, add_submissions, submission_entry
@@ -174,7 +174,7 @@ class SlurmExecutor:
         store = RunStore(results_dir)
         plan = self.plan(waves, results_dir)
         for spec in plan.orphans:
-            self._fail(
+            fail_unless_complete(
                 store,
                 spec,
                 f"not started: its teacher {spec.teacher_id} has no complete record "
@@ -359,7 +359,7 @@ class SlurmExecutor:
                 f"{RunFailed.__module__}.{RunFailed.__qualname__}:"
             ):
                 return written  # the failed record fn wrote
-            return self._fail(store, spec, last, trace)
+            return fail_unless_complete(store, spec, last, trace)
         state = job.state
         if state == "COMPLETED":
             first = completed_at.setdefault(spec.id, time.monotonic())
@@ -374,22 +374,7 @@ class SlurmExecutor:
             error = (
                 f"SLURM job {job.job_id} ended {state} without a result (log: {job.paths.stderr})"
             )
-        return self._fail(store, spec, error)
-
-    @staticmethod
-    def _fail(
-        store: RunStore, spec: Any, error: str, traceback: str | None = None
-    ) -> dict[str, Any]:
-        """Write and return a failed record for ``spec``, unless the store holds a complete
-        one: that one is returned untouched."""
-        stored = _load_or_none(store, spec.id)
-        if stored is not None and stored.get("status") == "complete":
-            return stored
-        record = failed_record(spec, error, traceback)
-        if stored is not None and stored.get("attempts"):
-            record["attempts"] = stored["attempts"]  # the job's earlier starts
-        store.write(record)
-        return record
+        return fail_unless_complete(store, spec, error)
 
 
 def from_options(options: dict[str, Any], folder: Path) -> SlurmExecutor:

@@ -24,7 +24,7 @@ import traceback
 from typing import Any
 
 from kdbench.errors import KdbenchError
-from kdbench.launch.base import RunFn, failed_record
+from kdbench.launch.base import RunFn, fail_unless_complete
 from kdbench.launch.placement import STOP_WAIT_S, cpu_shares, own_cpus, visible_gpus
 from kdbench.results.store import RunStore
 
@@ -166,13 +166,7 @@ def _failed(
 ) -> dict[str, Any]:
     """End every rank; the run's record, failed with ``error`` unless it is complete."""
     _end(ranks)
-    store = RunStore(results_dir)
-    stored = store.load(spec.id)
-    if stored is not None and stored.get("status") == "complete":
-        return stored
-    record = failed_record(spec, error, trace)
-    store.write(record)
-    return record
+    return fail_unless_complete(RunStore(results_dir), spec, error, trace)
 
 
 def _end(ranks: list[Any]) -> None:

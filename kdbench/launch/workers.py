@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kdbench.errors import KdbenchError
-from kdbench.launch.base import RunFn, failed_record
+from kdbench.launch.base import RunFn, fail_unless_complete, failed_record
 from kdbench.launch.local import ProgressPrinter
 from kdbench.launch.placement import STOP_WAIT_S, cpu_shares, own_cpus, visible_gpus
 from kdbench.results.store import RunStore
@@ -226,7 +226,7 @@ class WorkerExecutor:
                     spec = by_id[worker["run"]]
                     error = f"worker process died (exit code {process.exitcode}) during the run"
                     worker["run"] = None
-                    finish(spec, self._fail(store, spec, error))
+                    finish(spec, fail_unless_complete(store, spec, error))
                     start_worker(i)
             return
         holders = [i for i, w in enumerate(workers) if w["run"] == run_id]
@@ -243,18 +243,9 @@ class WorkerExecutor:
             raise KeyboardInterrupt
         else:
             last = payload.rstrip().splitlines()[-1]
-            finish(spec, self._fail(store, spec, f"worker crashed: {last}", payload))
+            finish(spec, fail_unless_complete(store, spec, f"worker crashed: {last}", payload))
             workers[worker_index]["process"].join()
             start_worker(worker_index)
-
-    @staticmethod
-    def _fail(store: RunStore, spec: Any, error: str, trace: str | None = None) -> dict[str, Any]:
-        stored = store.load(spec.id)
-        if stored is not None and stored.get("status") == "complete":
-            return stored
-        record = failed_record(spec, error, trace)
-        store.write(record)
-        return record
 
     @staticmethod
     def _stop(workers: list[dict[str, Any]]) -> None:

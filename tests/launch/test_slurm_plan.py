@@ -51,7 +51,8 @@ def test_cityscapes_dry_run_prints_every_array_and_dependency(tmp_path: Path) ->
     for i, line in enumerate(students):
         assert f"--dependency=afterok:<teachers>_{i}" in line
         assert f"--array=0-{methods - 1}%{methods}" in line and all(f in line for f in own)
-        assert "--gpus-per-node=1" in line and "--cpus-per-task=8" in line
+        assert "--gpus-per-node=8" in line and "--ntasks-per-node=8" in line  # DDP, 8 ranks
+        assert "--cpus-per-task=4" in line and line.endswith("srun --kill-on-bad-exit=1")
     assert not (tmp_path / "res").exists()  # a dry run writes nothing
 
 
