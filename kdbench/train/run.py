@@ -176,6 +176,10 @@ def train_run(
     (:mod:`kdbench.launch.context`) checkpoints the run at a step boundary, records the attempt
     as ``stopped`` (the record stays ``running``: the checkpoint resumes it) and raises
     :class:`Stopped` to the caller.
+
+    When several processes train the run (:mod:`kdbench.train.distributed`), every rank calls
+    this: rank 0 does all of the above and tells the others whether it trains; they train
+    beside it, write nothing, and return ``{"status": "follower"}``.
     """
     store = RunStore(results_dir)
     if not current().writer:
