@@ -22,7 +22,7 @@ from kdbench.registry import TEACHERS
 from kdbench.train.cost import count_step_flops
 from kdbench.train.loop import Models, train_step
 
-TRAIN = {"flip": True, "scale": [0.75, 1.5], "amp": False}
+TRAIN = {"flip": True, "scale": [0.75, 1.5], "amp": "off"}
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         times = []
         for step in range(args.steps + 3):
             t0 = time.perf_counter()
-            train_step(models, data, step, args.steps, 0, TRAIN, opt, scaler, device, False)
+            train_step(models, data, step, args.steps, 0, TRAIN, opt, scaler, device)
             times.append(time.perf_counter() - t0)
         step_s = statistics.median(times[3:])
         parts = ", ".join(f"{k} {v / 1e9:.3f}" for k, v in flops.to_dict().items())

@@ -25,7 +25,7 @@ from kdbench.registry import TEACHERS
 from kdbench.train.loop import Models, train_step
 from methods.kd import kd_loss
 
-TRAIN = {"amp": False}
+TRAIN = {"amp": "off"}
 
 
 def bare_step(model, teacher, opt, rgb, x, label, use_kd: bool) -> None:  # noqa: ANN001

@@ -248,6 +248,13 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The module a :func:`data_parallel` wrapper holds (``module`` itself otherwise)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
 def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel when it has trainable parameters and
     several processes train (itself otherwise)."""

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
-from kdbench.train.distributed import global_count, mean_over_ranks
+from kdbench.train.distributed import global_count, mean_over_ranks, unwrapped
 from kdbench.train.precision import autocast, check_gradients, check_terms
 
 _MIX = 0x9E3779B97F4A7C15
@@ -57,8 +57,8 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 @dataclass
 class Models:
     """What one training step needs: the trained model, its method, and a frozen teacher
-    (None when the method reads no teacher). Under data parallelism, the model and the method
-    are wrapped in DistributedDataParallel for the step (:mod:`kdbench.train.distributed`)."""
+    (run only when the method reads it). Under data parallelism, the model and the method are
+    wrapped in DistributedDataParallel for the step (:mod:`kdbench.train.distributed`)."""
 
     model: nn.Module
     method: MethodSet | nn.Module
@@ -115,7 +115,7 @@ def train_step(
     with autocast(device, train["amp"]):
         out = models.model(rgb, x if models.uses_x else None)
         teacher_out = None
-        if models.teacher is not None:
+        if models.teacher is not None and unwrapped(models.method).taps:
             with torch.no_grad():
                 teacher_out = models.teacher(rgb, x)
         logits = F.interpolate(
