@@ -2,7 +2,9 @@
 
 On a CPU machine this is the fastest choice (torch already uses every core inside one run).
 It prints one progress line per log interval: runs done, the current run, its step and epoch,
-and estimated times left for the run and the suite.
+and estimated times left for the run and the suite. A run that several processes train
+(``launch.tasks_per_node`` or ``gpus_per_node`` > 1) is handed to its ranks on this machine
+(:mod:`kdbench.launch.spawn`), one run after the other as well.
 """
 
 from __future__ import annotations
