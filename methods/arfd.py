@@ -59,6 +59,7 @@ from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
+from kdbench.train.distributed import from_rank0
 
 KERNELS = ("laplace", "gaussian", "laplace_l1", "linear")
 CKAS = ("linear", "rbf")
@@ -226,6 +227,7 @@ class KernelRegression(nn.Module):
 
         Rows are drawn without replacement when n ≥ M (with replacement otherwise), from the
         global torch RNG; the median is over all n·M distances between ``x`` and the keys.
+        When several processes train the run, every rank takes rank 0's anchors and σ.
         """
         n, m = len(x), len(self.keys)
         if n >= m:
@@ -236,6 +238,7 @@ class KernelRegression(nn.Module):
         self.values.copy_(y[rows])
         median = kernel_distance(x, self.keys, self.kernel).median()
         self.log_sigma.copy_(median.clamp_min(math.sqrt(EPS)).log())
+        from_rank0(self.keys, self.values, self.log_sigma)  # data parallel: one set of anchors
         self.initialised.fill_(True)
 
     def weights(self, x: Tensor) -> Tensor:

@@ -99,6 +99,7 @@ from kdbench.method import (
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
+from kdbench.train.distributed import gathered
 from methods.kd import pixel_kl
 
 ROW_CHUNK = 2048
@@ -364,8 +365,8 @@ class CIRKD(Method):
             else:
                 pix.append(zero_loss(s_unit))
                 reg.append(zero_loss(s_unit))
-            if self.training:
-                memory.enqueue(t_unit, label)
+            if self.training:  # data parallel: every rank enqueues the global batch
+                memory.enqueue(gathered(t_unit), gathered(label))
         w_pair, w_pix, w_reg = self.weights
         return {
             "cirkd_pair": w_pair * torch.stack(pair).sum(),

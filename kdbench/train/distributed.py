@@ -17,10 +17,14 @@ CUDA, a share of the CPUs each otherwise) is the same run as one trained by a si
 - rank 0 is the run's only writer: lease, checkpoints, history and record (the others follow
   its decision to train: :func:`leader_decides`).
 
+State a method keeps is the same on every rank: its parameters are synchronised by
+DistributedDataParallel and initialised alike (ARFD's anchors, drawn from the first batch, are
+rank 0's: :func:`from_rank0`), its batch-norm layers are synchronised too, and CIRKD's memory
+queues take the global batch (:func:`gathered`), as the authors' multi-GPU code does.
+
 What differs from one process is the order of floating-point sums, and the distillation terms
-that couple the samples of a batch (CKA in ARFD, CIRKD's pair and memory terms, MGD's random
-masks), which each rank computes over its own shard, as the methods' published multi-GPU code
-does; the record states the world size.
+that couple the samples of a batch (ARFD's CKA and anchor draw, CIRKD's pair term, MGD's
+random masks), which each rank computes over its own shard; the record states the world size.
 
 The launchers (:mod:`kdbench.launch.spawn` on one machine, :mod:`kdbench.launch.slurm_job` in
 a SLURM job) set ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` and open the
@@ -114,6 +118,30 @@ def sum_over_ranks(values: Tensor) -> Tensor:
     if current().world > 1:
         dist.all_reduce(values)
     return values
+
+
+def gathered(x: Tensor) -> Tensor:
+    """Every rank's ``x`` (equal shapes) concatenated along dim 0 in rank order, without
+    gradient: a rank's shard of the global batch becomes the global batch (``x`` alone).
+
+    For state a method keeps across steps (CIRKD's memory queues): every rank then writes
+    what the single process writes, and the ranks' states stay equal."""
+    group = current()
+    if group.world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(group.world)]
+    dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def from_rank0(*tensors: Tensor) -> None:
+    """Overwrite ``tensors`` in place with rank 0's values (nothing alone): for parameters a
+    method initialises from its first batch, which differs between the ranks' shards."""
+    if current().world == 1:
+        return
+    for tensor in tensors:
+        dist.broadcast(tensor.data, src=0)
 
 
 def global_count(mask: Tensor) -> Tensor:

@@ -396,6 +396,8 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     method: MethodSet = build_method(
         list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None
     )
+    if current().world > 1:  # its projectors' batch norm (CIRKD's) sees the global batch too
+        method = convert_sync_batchnorm(method)
     fmt = torch.channels_last if spec.train["channels_last"] else torch.contiguous_format
     for module in (model, method, teacher):
         if module is not None:

@@ -75,6 +75,59 @@ def test_sync_batchnorm_over_two_ranks_is_batchnorm_over_the_global_batch(tmp_pa
         torch.testing.assert_close(r["running"][1], bn.running_var)
 
 
+def _method_state(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2 (or the single process when ``rank`` is -1) runs CIRKD on its half
+    of a 2-image batch and initialises ARFD's anchors from its own data."""
+    from methods.arfd import KernelRegression
+    from tests.methods.test_cirkd import SMALL, STUDENT, TEACHER, labels, outputs
+    from tests.methods.fakes import batch
+
+    def state() -> dict:
+        torch.manual_seed(0)
+        cirkd = CIRKD(STUDENT, TEACHER, stride=4, **SMALL).double()
+        s, t, label = outputs(STUDENT, 20), outputs(TEACHER, 30), labels(13)
+        if rank >= 0:  # this rank's image of the two
+            s, t = (Outputs(*(shard_of(f) for f in (o.logits, o.stages, o.decoder)))
+                    for o in (s, t))
+            label = label[rank : rank + 1]
+        torch.manual_seed(5)
+        cirkd(s, t, batch(label))
+        arfd = KernelRegression(3, 4, anchors=5, kernel="laplace")
+        arfd.initialise(torch.randn(7, 3) + max(rank, 0), torch.randn(7, 4))
+        return {"cirkd": cirkd.memories[0].state_dict(), "arfd": arfd.state_dict()}
+
+    def shard_of(f):  # noqa: ANN001, ANN202 - a tensor or a tuple of them
+        return tuple(shard_of(x) for x in f) if isinstance(f, tuple) else f[rank : rank + 1]
+
+    from kdbench.models.outputs import Outputs
+    from methods.cirkd import CIRKD
+
+    if rank < 0:
+        torch.save(state(), f"{out}/single.pt")
+        return
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with process_group("gloo"):
+        torch.save(state(), f"{out}/rank{rank}.pt")
+
+
+def test_state_a_method_keeps_is_the_same_on_every_rank(tmp_path: Path) -> None:
+    """CIRKD's memory queues, written from 2 ranks' halves of a batch, equal those the single
+    process writes from the whole batch; ARFD's anchors, drawn from different data on each
+    rank, are rank 0's (here: the single process's) on both."""
+    tmp_mp.spawn(_method_state, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    _method_state(-1, 0, str(tmp_path))
+    single, *ranks = (torch.load(tmp_path / f"{name}.pt", weights_only=True)
+                      for name in ("single", "rank0", "rank1"))
+    for rank in ranks:
+        for key, value in single["cirkd"].items():
+            torch.testing.assert_close(rank["cirkd"][key], value, rtol=0, atol=0)
+        # rank 1 drew from data shifted by 1: alone, its keys would be the single ones + 1
+        for key, value in single["arfd"].items():
+            torch.testing.assert_close(rank["arfd"][key], value, rtol=0, atol=0)
+
+
 def test_conversion_keeps_the_weights_names_and_timms_activation() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
