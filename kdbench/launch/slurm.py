@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,15 @@ class Array:
     params: dict[str, Any]
     after_run: str | None = None
     after_job: str | None = None
+
+    def dependency(self, job_of_run: Callable[[str], str]) -> str | None:
+        """The sbatch ``--dependency`` of the array: ``afterok`` on its teacher's job, named by
+        ``job_of_run(teacher run id)`` for a teacher of this launch."""
+        if self.after_run is not None:
+            return f"afterok:{job_of_run(self.after_run)}"
+        if self.after_job is not None:
+            return f"afterok:{self.after_job}"
+        return None
 
 
 @dataclass
@@ -147,11 +156,7 @@ class SlurmExecutor:
                 index = {spec.id: i for i, spec in enumerate(array.specs)}
         lines = []
         for array in plan.arrays:
-            dependency = None
-            if array.after_run is not None:
-                dependency = f"afterok:<teachers>_{index[array.after_run]}"
-            elif array.after_job is not None:
-                dependency = f"afterok:{array.after_job}"
+            dependency = array.dependency(lambda run: f"<teachers>_{index[run]}")
             flags = sbatch_flags(array.params, len(array.specs), dependency)
             srun = " ".join(array.params.get("srun_args", []))
             lines.append(
@@ -185,11 +190,7 @@ class SlurmExecutor:
         try:
             ex = self._submitit_executor()
             for array in plan.arrays:
-                dependency = None
-                if array.after_run is not None:
-                    dependency = f"afterok:{jobs[array.after_run].job_id}"
-                elif array.after_job is not None:
-                    dependency = f"afterok:{array.after_job}"
+                dependency = array.dependency(lambda run: jobs[run].job_id)
                 jobs.update(self._submit(ex, array, results_dir, fn, dependency))
         except BaseException:
             self.cancel()
