@@ -103,7 +103,13 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
         raise KdbenchError("launch.nodes: a local executor trains on this machine; expected 1")
     jobs = check_jobs(args.jobs if args.jobs is not None else options.get("jobs", 1), "--jobs")
     if jobs > 1:
-        return WorkerExecutor(jobs, processes=max(per_run.values()))
+        if max(per_run.values()) > 1:
+            raise KdbenchError(
+                f"--jobs {jobs}: each worker trains a run in one process, but launch asks for "
+                f"{max(per_run.values())} processes per run (tasks_per_node); expected --jobs 1 "
+                "(the run's processes then share this machine) or --executor slurm"
+            )
+        return WorkerExecutor(jobs)
     from kdbench.launch.local import LocalExecutor
 
     return LocalExecutor(processes=per_run)

@@ -109,16 +109,8 @@ def _worker(
 class WorkerExecutor:
     """Trains up to ``jobs`` runs at once in pinned worker processes (see the module doc)."""
 
-    def __init__(
-        self, jobs: int, stream: TextIO = sys.stderr, poll_s: float = 1.0, processes: int = 1
-    ) -> None:
+    def __init__(self, jobs: int, stream: TextIO = sys.stderr, poll_s: float = 1.0) -> None:
         self.jobs = check_jobs(jobs, "--jobs")
-        if processes > 1:
-            raise KdbenchError(
-                f"--jobs {jobs}: each worker trains a run in one process, but launch asks for "
-                f"{processes} processes per run (tasks_per_node); expected --jobs 1 (the run's "
-                "processes then share this machine) or --executor slurm"
-            )
         self.stream = stream
         self.poll_s = poll_s
         self.shares = cpu_shares(sorted(own_cpus()), self.jobs)
