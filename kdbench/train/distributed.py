@@ -105,12 +105,8 @@ def leader_decides(train: bool | None = None) -> bool:
 
 def mean_over_ranks(values: Tensor) -> Tensor:
     """The element-wise mean of ``values`` (a float tensor) over the ranks (itself alone)."""
-    group = current()
-    if group.world == 1:
-        return values
-    values = values.clone()
-    dist.all_reduce(values)
-    return values / group.world
+    world = current().world
+    return values if world == 1 else sum_over_ranks(values.clone()) / world
 
 
 def sum_over_ranks(values: Tensor) -> Tensor:
@@ -146,13 +142,10 @@ def from_rank0(*tensors: Tensor) -> None:
 
 def global_count(mask: Tensor) -> Tensor:
     """How many elements of ``mask`` are true over every rank's shard, divided by the world
-    size: a rank's sum over its shard divided by it, averaged over the ranks by
-    DistributedDataParallel, is the sum over the global batch divided by its count."""
-    count = mask.sum().to(torch.float32)
-    group = current()
-    if group.world == 1:
-        return count
-    return sum_over_ranks(count.detach().clone()) / group.world
+    size (the mean of the ranks' counts): a rank's sum over its shard divided by it, averaged
+    over the ranks by DistributedDataParallel, is the sum over the global batch divided by its
+    count."""
+    return mean_over_ranks(mask.sum().to(torch.float32))
 
 
 def agreed_stop(reason: str | None) -> str | None:
