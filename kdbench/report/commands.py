@@ -82,8 +82,9 @@ def add_commands(subparsers: Any) -> None:
     )
     _add_layout(table)
     table.add_argument("--metric", default="miou", help=_METRIC_HELP)
-    table.add_argument("--format", default="markdown", metavar="markdown|latex|csv",
-                       help="output format (default: markdown; csv is one tidy line per cell)")
+    table.add_argument("--format", default="markdown", metavar="markdown|latex|csv|html",
+                       help="output format (default: markdown; csv is one tidy line per cell; "
+                       "html a fragment of sortable tables)")
     table.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     table.add_argument("--gap", action="store_true",
                        help="add the share of the teacher − baseline gap each method closes (%%)")

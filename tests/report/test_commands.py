@@ -65,7 +65,7 @@ def test_table_writes_each_format(tmp_path: Path, capsys: pytest.CaptureFixture)
     [
         (["--metric", "nope"], "unknown metric"),
         (["--rows", "method", "--cols", "colour"], "unknown axis"),
-        (["--format", "html"], "unknown format"),
+        (["--format", "xml"], "unknown format"),
         (["--where", "method"], "AXIS=VALUE"),
         (["--power", "0"], "--power"),
     ],

@@ -125,6 +125,9 @@ class Cell:
     note: str | None = None
     mixed: str | None = None
     """Set when the cell's runs differ in resolved recipe or method code: which runs."""
+    runs: dict[str, str] = field(default_factory=dict)
+    """Run key (seed, or teacher run id, as text) -> run id of every run of the cell that has
+    a record (averaged or not): what a cell links to."""
 
     @property
     def n(self) -> int:
@@ -460,6 +463,8 @@ def _add_run(
     cell: Cell, run: dict[str, Any] | None, key: Any, value: str, reasons: dict[str, list[str]]
 ) -> None:
     """Count one expected run into ``cell``: its value, or its key under the reason it has none."""
+    if run is not None:
+        cell.runs[str(key)] = run["id"]
     if run is None:
         cell.missing += 1
         reason = "missing"

@@ -8,19 +8,23 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.report.cells import summary
 from kdbench.report.cells.tables import Table, TableSpec
-from kdbench.report.render import latex, markdown, tidy
+from kdbench.report.render import html, latex, markdown, tidy
 from kdbench.report.words import summaries
 
-FORMATS = ("markdown", "latex", "csv")
+FORMATS = ("markdown", "latex", "csv", "html")
+_MODULES = {"markdown": markdown, "latex": latex, "html": html}
 
 
 def render(
-    tables: list[Table], fmt: str, with_ranks: bool = False, power_delta: float | None = None
+    tables: list[Table], fmt: str, with_ranks: bool = False, power_delta: float | None = None,
+    link: html.Link | None = None,
 ) -> str:
     """``tables`` in format ``fmt``; each followed by its average ranks and seeds needed if asked.
 
-    Markdown and LaTeX put the summaries after each table as small tables; CSV adds them as
-    columns (see :mod:`kdbench.report.render.tidy`).
+    Markdown, LaTeX and HTML (a fragment: sortable ``<table>`` elements, see
+    :mod:`kdbench.report.render.html`) put the summaries after each table as small tables; CSV
+    adds them as columns (see :mod:`kdbench.report.render.tidy`). ``link`` (HTML only): run id
+    -> the href of its page, which every cell links to.
     """
     if fmt not in FORMATS:
         raise KdbenchError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -31,10 +35,11 @@ def render(
             p = None if power_delta is None else (power_delta, summary.power(table, power_delta))
             frames.append(tidy.frame(table, r, p, with_ranks))
         return tidy.concat(frames)
-    module = markdown if fmt == "markdown" else latex
-    parts = [] if fmt == "markdown" else ["% kdbench table: needs \\usepackage{booktabs}\n"]
+    module = _MODULES[fmt]
+    parts = ["% kdbench table: needs \\usepackage{booktabs}\n"] if fmt == "latex" else []
     for table in tables:
-        parts.append(module.render_table(table))
+        parts.append(html.render_table(table, link) if fmt == "html"
+                     else module.render_table(table))
         if with_ranks:
             r = summary.ranks(table)
             parts.append(module.escape(summaries.NO_RANKS) + "\n" if r is None
@@ -49,13 +54,11 @@ def with_cost(text: str, frame: Any, spec: TableSpec, fmt: str) -> str:
     """``text`` (a rendered table) with the cost of its runs: columns in CSV, else a table."""
     if fmt == "csv":
         return tidy.add_cost_columns(text, frame, spec)
-    module = markdown if fmt == "markdown" else latex
-    return text + "\n" + module.render_simple(summaries.cost_table(frame, spec))
+    return text + "\n" + _MODULES[fmt].render_simple(summaries.cost_table(frame, spec))
 
 
 def with_trace(text: str, frame: Any, spec: TableSpec, fmt: str, results: str | Path) -> str:
     """``text`` with the runs of every cell and their reproducing commands."""
     if fmt == "csv":
         return tidy.add_trace_columns(text, frame, spec, results)
-    module = markdown if fmt == "markdown" else latex
-    return text + "\n" + module.render_simple(summaries.trace_table(frame, spec, results))
+    return text + "\n" + _MODULES[fmt].render_simple(summaries.trace_table(frame, spec, results))

@@ -55,7 +55,7 @@ def render_table(table: Table) -> str:
 def render_simple(simple: text.SimpleTable) -> str:
     """A summary table with its title and caption."""
     align = ["l"] + ["r"] * (len(simple.header) - 1)
-    lines = [f"**{escape(simple.title)}**", ""]
+    lines = [f"**{escape(simple.title)}**", ""] if simple.title else []
     rows = [[escape(c) for c in row] for row in simple.rows]
     lines += _rows([escape(h) for h in simple.header], rows, align)
     if simple.caption:

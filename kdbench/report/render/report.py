@@ -13,14 +13,19 @@ the suite is not a row or column axis; each suite then gets its own section):
 - when the runs have several budgets (``train.budget`` a list: equal steps, equal FLOPs, ...)
   each budget gets the sections above (``<p><budget>_...``), followed by
   ``<p>rankings.md|.tex``: the ranking under every budget side by side, with their costs;
-- ``report.md``: all of the above embedded, plus the runs that failed or are still running.
+- ``report.md``: all of the above embedded, plus the runs that failed or are still running;
+- ``index.html`` and ``runs/<id>.html``: the same content as an offline page set (sortable
+  tables whose cells link to their runs' pages, the figures, a table of all runs), one page
+  per run (:mod:`kdbench.report.render.site`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -42,9 +47,11 @@ from kdbench.report.records.frame import (
     records_to_frame,
     rows_to_frame,
 )
-from kdbench.report.render import latex, markdown, plots
+from kdbench.report.render import latex, markdown, plots, site
+from kdbench.report.render.document import Document
 from kdbench.report.render.formats import render
 from kdbench.report.words import summaries
+from kdbench.report.words.text import SimpleTable, number
 from kdbench.results.store import RunStore
 
 
@@ -70,47 +77,50 @@ def _write_formats(out: Path, name: str, tables: list[Table], power_delta: float
 
 
 def _section(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
-             options: ReportOptions) -> list[str]:
-    """The Markdown lines of one suite (or of everything) and the files they link to; with
-    several budgets, one part per budget and their rankings side by side."""
+             options: ReportOptions, doc: Document) -> None:
+    """One suite (or everything) and the files it links to; with several budgets, one part per
+    budget and their rankings side by side."""
     spec = options.table
     labels = cost.budgets(frame, spec)
     if len(labels) > 1 and "budget" not in spec.rows + spec.cols:
-        lines: list[str] = []
         for label in labels:
             part = replace(options, table=cost.for_budget(spec, label))
-            lines += [f"### Budget: {markdown.escape(label)}", ""]
-            lines += _metrics(frame, hist, out, f"{prefix}{_slug(label)}_", part)
-            lines += _cost(frame, out, f"{prefix}{_slug(label)}_", part.table)
-        return lines + _comparison(frame, out, prefix, options)
-    lines = _metrics(frame, hist, out, prefix, options)
-    lines += _cost(frame, out, prefix, spec)
-    return lines + _cost_figure(frame, out, prefix, options)
+            doc.heading(3, f"Budget: {label}")
+            _metrics(frame, hist, out, f"{prefix}{_slug(label)}_", part, doc)
+            _cost(frame, out, f"{prefix}{_slug(label)}_", part.table, doc)
+        _comparison(frame, out, prefix, options, doc)
+        return
+    _metrics(frame, hist, out, prefix, options, doc)
+    _cost(frame, out, prefix, spec, doc)
+    _cost_figure(frame, out, prefix, options, doc)
 
 
-def _cost(frame: pd.DataFrame, out: Path, prefix: str, spec: TableSpec) -> list[str]:
-    """The cost table of ``spec``'s runs (.md, .tex, .csv) and its Markdown lines."""
+def _cost(frame: pd.DataFrame, out: Path, prefix: str, spec: TableSpec, doc: Document) -> None:
+    """The cost table of ``spec``'s runs (.md, .tex, .csv)."""
     table = summaries.cost_table(frame, spec)
     name = f"{prefix}cost"
     (out / f"{name}.md").write_text(markdown.render_simple(table))
     (out / f"{name}.tex").write_text(latex.render_simple(table))
     cost.means(frame, spec).to_csv(out / f"{name}.csv", index=False)
-    return ["### Cost", "", markdown.render_simple(table),
-            f"Files: [{name}.tex]({name}.tex), [{name}.csv]({name}.csv)", ""]
+    doc.heading(3, "Cost")
+    doc.simple(table)
+    doc.files([f"{name}.tex", f"{name}.csv"])
 
 
-def _cost_figure(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions) -> list[str]:
+def _cost_figure(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions,
+                 doc: Document) -> None:
     """The figure of the first metric against device-hours per method (and budget)."""
     metric = options.metrics[0]
     points = cost.cost_points(frame, options.table, metric)
     if points.empty or points["device_hours"].isna().all():
-        return []
+        return
     path = out / f"{prefix}cost_{metric}.png"
     plots.cost_plot(points, metric, metric_info(metric, frame)[0], path)
-    return [f"![{markdown.escape(metric)} against device-hours]({path.name})", ""]
+    doc.image(path.name, f"{metric} against device-hours")
 
 
-def _comparison(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions) -> list[str]:
+def _comparison(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOptions,
+                doc: Document) -> None:
     """The rankings of every budget side by side, and the cost figure of all budgets."""
     metric = options.metrics[0]
     spec = replace(options.table, metric=metric)
@@ -119,28 +129,28 @@ def _comparison(frame: pd.DataFrame, out: Path, prefix: str, options: ReportOpti
     name = f"{prefix}rankings"
     (out / f"{name}.md").write_text(markdown.render_simple(table))
     (out / f"{name}.tex").write_text(latex.render_simple(table))
-    lines = ["### Rankings at equal steps and at equal compute", "",
-             markdown.render_simple(table), f"Files: [{name}.tex]({name}.tex)", ""]
-    return lines + _cost_figure(frame, out, prefix, options)
+    doc.heading(3, "Rankings at equal steps and at equal compute")
+    doc.simple(table)
+    doc.files([f"{name}.tex"])
+    _cost_figure(frame, out, prefix, options, doc)
 
 
 def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
-             options: ReportOptions) -> list[str]:
+             options: ReportOptions, doc: Document) -> None:
     """The metric tables, per-class tables and training curves of one budget's runs."""
-    lines: list[str] = []
     for metric in options.metrics:
         spec = replace(options.table, metric=metric)
         tables = build_tables(frame, spec)
         name = f"{prefix}{metric}"
         _write_formats(out, name, tables, options.power_delta)
-        lines += [f"### {tables[0].metric_label}", "",
-                  render(tables, "markdown", True, options.power_delta),
-                  f"Files: [{name}.tex]({name}.tex), [{name}.csv]({name}.csv)", ""]
+        doc.heading(3, tables[0].metric_label)
+        doc.tables(tables, True, options.power_delta)
+        doc.files([f"{name}.tex", f"{name}.csv"])
         ranks = summary.ranks(tables[0])
         if ranks is not None:
             stem = out / f"{prefix}cd_{metric}"
             plots.cd_diagram(ranks, stem, tables[0].metric_label)
-            lines += [f"![critical-difference diagram]({stem.name}.png)", ""]
+            doc.image(f"{stem.name}.png", "critical-difference diagram")
     try:
         spec = replace(options.table, metric=PER_CLASS, gap=False, delta=None)
         per_class = build_tables(frame, spec)
@@ -149,22 +159,23 @@ def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
     if per_class:
         name = f"{prefix}{PER_CLASS}"
         _write_formats(out, name, per_class, None)
-        lines += ["### Per-class IoU", ""]
+        doc.heading(3, "Per-class IoU")
         for i, table in enumerate(per_class):
             path = out / f"{name}_{i}.png"
             plots.class_bars(table, path)
-            lines += [markdown.render_table(table), f"![per-class IoU]({path.name})", ""]
-        lines += [f"Files: [{name}.tex]({name}.tex), [{name}.csv]({name}.csv)", ""]
+            doc.tables([table])
+            doc.image(path.name, "per-class IoU")
+        doc.files([f"{name}.tex", f"{name}.csv"])
     students = select_students(frame, options.table)
-    lines += _curves(hist, students, out, prefix)
-    return lines
+    _curves(hist, students, out, prefix, doc)
 
 
-def _curves(hist: pd.DataFrame, students: pd.DataFrame, out: Path, prefix: str) -> list[str]:
+def _curves(hist: pd.DataFrame, students: pd.DataFrame, out: Path, prefix: str,
+            doc: Document) -> None:
     """Training-curve figures of the data set/student pairs of ``students`` and their teachers."""
     if hist.empty:
-        return []
-    lines = ["### Training curves", ""]
+        return
+    doc.heading(3, "Training curves")
     keep = hist["id"].isin(students["id"]) | hist["id"].isin(students["teacher"])
     pairs = students[["dataset", "student"]].drop_duplicates().sort_values(["dataset", "student"])
     for i, (dataset, student) in enumerate(pairs.itertuples(index=False)):
@@ -173,37 +184,58 @@ def _curves(hist: pd.DataFrame, students: pd.DataFrame, out: Path, prefix: str) 
             continue
         path = out / f"{prefix}curves_{i}.png"
         plots.training_curves(runs, path, f"{dataset} / {student}")
-        lines += [f"![training curves {dataset} / {student}]({path.name})", ""]
-    return lines
+        doc.image(path.name, f"training curves {dataset} / {student}")
 
 
-def _tuning(frame: pd.DataFrame) -> list[str]:
+def _tuning(frame: pd.DataFrame, doc: Document) -> None:
     """The options every tuned row chose (one line per method, data set and student)."""
     tuned = frame[(frame["kind"] == "student") & frame["tuned"].notna()]
     if tuned.empty:
-        return []
-    lines = ["## Tuned options", "",
-             "Chosen per row from the same number of trials for every method, each scored on a "
-             "held-out part of the training split (never the evaluation split).", "",
-             "| suite | dataset | student | method | chosen options |",
-             "| :-- | :-- | :-- | :-- | :-- |"]
+        return
+    doc.heading(2, "Tuned options")
+    doc.text("Chosen per row from the same number of trials for every method, each scored on a "
+             "held-out part of the training split (never the evaluation split).")
     keys = ["suite", "dataset", "student", "method", "tuned"]
-    for r in tuned[keys].drop_duplicates().sort_values(keys).itertuples(index=False):
-        lines.append("| " + " | ".join(markdown.escape(str(c)) for c in r) + " |")
-    return lines + [""]
+    rows = tuned[keys].drop_duplicates().sort_values(keys).itertuples(index=False)
+    doc.simple(SimpleTable("", [*keys[:-1], "chosen options"], [[str(c) for c in r] for r in rows]))
 
 
-def _problems(frame: pd.DataFrame) -> list[str]:
-    """A table of the runs that failed or are still running."""
-    bad = frame[frame["status"] != "complete"]
-    if bad.empty:
-        return ["All runs are complete.", ""]
-    lines = ["| id | suite | dataset | student | method | seed | status | error |",
-             "| :-- | :-- | :-- | :-- | :-- | --: | :-- | :-- |"]
-    for r in bad.itertuples(index=False):
-        cells = [r.id, r.suite, r.dataset, r.student, r.method, r.seed, r.status, r.error or ""]
-        lines.append("| " + " | ".join(markdown.escape(str(c)) for c in cells) + " |")
-    return lines + [""]
+RUN_COLUMNS = ("id", "suite", "kind", "dataset", "student", "method", "seed", "status", "miou")
+
+
+def _shown(value: Any) -> str:
+    """A value of the runs table as text: empty for missing, floats to two decimals."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return number(value, 2) if isinstance(value, float) else str(value)
+
+
+def _runs_table(frame: pd.DataFrame, doc: Document, status: str | None) -> None:
+    """The runs of ``frame`` (those not ``status``, if given) as a table; in HTML each id links
+    to the run's page (corrupt records have none)."""
+    runs = frame if status is None else frame[frame["status"] != status]
+    header = [*RUN_COLUMNS] if status is None else [*RUN_COLUMNS[:-1], "error"]
+    rows = [[_shown(v) for v in r] for r in runs.reindex(columns=header).itertuples(index=False)]
+    links = {r: doc.link(r) for r in runs.loc[runs["status"] != "corrupt", "id"]}
+    doc.simple(SimpleTable("", header, rows), links)
+
+
+def _records(results: str | Path, run_ids: set[str] | None) -> tuple[
+        list[dict[str, Any]], pd.DataFrame, dict[str, list[dict[str, Any]]]]:
+    """The selected records, their frame (corrupt records as rows) and their histories."""
+    store = RunStore(results)
+    records = [r for r in read_records(results) if run_ids is None or r["id"] in run_ids]
+    corrupt = [
+        corrupt_row(run_id, problem)
+        for run_id, _, problem in store.scan()
+        if problem is not None and (run_ids is None or run_id in run_ids)
+    ]
+    if not records:
+        raise KdbenchError(f"{results}: no readable record of the selected runs")
+    frame = records_to_frame(records)
+    if corrupt:
+        frame = pd.concat([frame, rows_to_frame(corrupt)], ignore_index=True)
+    return records, frame, {r["id"]: store.history(r["id"]) for r in records}
 
 
 def write_report(
@@ -218,29 +250,15 @@ def write_report(
     runs not complete and left out of the tables (with a footnote)."""
     if PER_CLASS in options.metrics:
         raise KdbenchError("--metrics: per_class tables are always in the report; name scalars")
-    store = RunStore(results)
-    records = [r for r in read_records(results) if run_ids is None or r["id"] in run_ids]
-    corrupt = [
-        corrupt_row(run_id, problem)
-        for run_id, _, problem in store.scan()
-        if problem is not None and (run_ids is None or run_id in run_ids)
-    ]
-    if not records:
-        raise KdbenchError(f"{results}: no readable record of the selected runs")
-    frame = records_to_frame(records)
-    if corrupt:
-        frame = pd.concat([frame, rows_to_frame(corrupt)], ignore_index=True)
-    hist = histories({**r, "history": store.history(r["id"])} for r in records)
+    records, frame, runs = _records(results, run_ids)
+    hist = histories({**r, "history": runs[r["id"]]} for r in records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = frame["status"].value_counts().to_dict()
-    lines = [
-        "# kdbench report",
-        "",
-        f"Results: `{results}`; {len(frame)} runs ("
-        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ").",
-        "",
-    ]
+    doc = Document(site.run_href)
+    doc.heading(1, "kdbench report")
+    doc.text(f"Results: {results}; {len(frame)} runs ("
+             + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ").")
     spec = options.table
     students = frame[frame["kind"] != TEACHER]
     suites = sorted(students["suite"].dropna().astype(str).unique())
@@ -248,14 +266,23 @@ def write_report(
         if axis == "suite":
             suites = [s for s in suites if s in accepted]
     if "suite" in spec.rows + spec.cols or len(suites) < 2:
-        lines += _section(frame, hist, out, "", options)
+        _section(frame, hist, out, "", options, doc)
     else:
         for suite in suites:
             table = replace(spec, where=(*spec.where, ("suite", (suite,))))
-            lines += [f"## Suite {markdown.escape(suite)}", ""]
-            lines += _section(frame, hist, out, f"{_slug(suite)}_", replace(options, table=table))
-    lines += _tuning(frame)
-    lines += ["## Runs not complete", "", *_problems(frame)]
+            doc.heading(2, f"Suite {suite}")
+            _section(frame, hist, out, f"{_slug(suite)}_", replace(options, table=table), doc)
+    _tuning(frame, doc)
+    doc.heading(2, "Runs not complete")
+    if (frame["status"] == "complete").all():
+        doc.text("All runs are complete.")
+    else:
+        _runs_table(frame, doc, "complete")
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(doc.md))
+    doc.heading(2, "All runs")  # index.html only: report.md is written
+    _runs_table(frame, doc, None)
+    (out / "index.html").write_text(site.page("kdbench report", "\n".join(doc.html)),
+                                    encoding="utf-8")
+    site.write_run_pages(out, records, runs)
     return path
