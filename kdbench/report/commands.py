@@ -62,9 +62,18 @@ def _add_layout(parser: argparse.ArgumentParser) -> None:
                         "only for cells of >= 20 seeds), or the mean alone")
     parser.add_argument("--resamples", type=int, default=10_000,
                         help="bootstrap resamples for --cell bootstrap (default: 10000, seed 0)")
-    parser.add_argument("--test", default="ttest", metavar="ttest|wilcoxon",
+    parser.add_argument("--test", default="ttest", metavar="ttest|wilcoxon|bayes",
                         help="paired test against the baseline, Holm-corrected per column "
-                        "(default: ttest)")
+                        "(default: ttest); bayes: no cell marks, a table of P(worse), "
+                        "P(equivalent), P(better) per method follows (Bayesian signed-rank "
+                        "test across columns, Bayesian paired t-test over seeds within one)")
+    parser.add_argument("--rope", type=float, metavar="R",
+                        help="with --test bayes: half-width of the region of practical "
+                        "equivalence, in the metric's units (e.g. 0.5 mIoU points)")
+    parser.add_argument("--aggregate", metavar="iqm",
+                        help="iqm: add the interquartile mean over columns x seeds with 95%% "
+                        "stratified-bootstrap intervals and the probability of improvement "
+                        "over the baseline (Agarwal et al. 2021)")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level of the tests and of the CD (default: 0.05)")
     parser.add_argument("--decimals", type=int, default=1, help="decimals shown (default: 1)")
@@ -133,6 +142,8 @@ def _spec(args: argparse.Namespace, **fields: Any) -> Any:
         decimals=args.decimals,
         resamples=args.resamples,
         where=_where(args.where),
+        rope=args.rope,
+        aggregate=args.aggregate,
         **fields,
     )
 

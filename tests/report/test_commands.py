@@ -68,6 +68,10 @@ def test_table_writes_each_format(tmp_path: Path, capsys: pytest.CaptureFixture)
         (["--format", "xml"], "unknown format"),
         (["--where", "method"], "AXIS=VALUE"),
         (["--power", "0"], "--power"),
+        (["--test", "bayes"], "needs --rope"),
+        (["--rope", "0.5"], "needs --rope"),
+        (["--test", "bayes", "--rope", "-1"], "R >= 0"),
+        (["--aggregate", "median"], "unknown aggregate"),
     ],
 )
 def test_table_user_errors(tmp_path: Path, argv: list[str], message: str) -> None:

@@ -55,6 +55,9 @@ METRICS: dict[str, tuple[str, bool]] = {
 """Metric name -> (label, higher is better). ``iou.<class>`` and ``per_class`` are also metrics."""
 PER_CLASS = "per_class"
 CELL_FORMATS = ("std", "ci", "bootstrap", "mean")
+BAYES = "bayes"
+"""The ``--test`` of the Bayesian comparison table (no cell marks)."""
+AGGREGATES = ("iqm",)
 WHERE_AXES = (*AXES, "seed")
 UNKNOWN = "-"
 """How a run whose record lacks an axis value is labelled."""
@@ -84,6 +87,10 @@ class TableSpec:
     decimals: int = 1
     resamples: int = stats.BOOTSTRAP_RESAMPLES
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    rope: float | None = None
+    """``test="bayes"``: the half-width of the region of practical equivalence (metric units)."""
+    aggregate: str | None = None
+    """``"iqm"``: add the interquartile mean with the probability of improvement."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,21 @@ class Table:
         """The row key without its method: rows sharing it share a baseline and a teacher."""
         return row[: self.method_axis] + row[self.method_axis + 1 :]
 
+    def against_baseline(self) -> dict[str, list[tuple[Cell, Cell]]]:
+        """Method (baseline included, teacher excluded) -> its (cell, baseline cell) pairs, one
+        per column and context row, in table order: the *tasks* a method is compared on."""
+        base = {(self.context_row(row), ci): self.cells[ri, ci]
+                for ri, row in enumerate(self.rows) if self.method(row) == BASELINE
+                for ci in range(len(self.columns))}
+        out: dict[str, list[tuple[Cell, Cell]]] = {}
+        for ri, row in enumerate(self.rows):
+            if self.method(row) == TEACHER:
+                continue
+            for ci in range(len(self.columns)):
+                pair = (self.cells[ri, ci], base[self.context_row(row), ci])
+                out.setdefault(self.method(row), []).append(pair)
+        return out
+
 
 def metric_info(metric: str, frame: pd.DataFrame) -> tuple[str, bool]:
     """(label, higher is better) of a scalar metric; a :class:`KdbenchError` if unknown."""
@@ -193,8 +215,13 @@ def check_spec(spec: TableSpec) -> None:
         raise KdbenchError("--cols must name at least one axis")
     if spec.cell not in CELL_FORMATS:
         raise KdbenchError(f"unknown cell format {spec.cell!r}; known: {', '.join(CELL_FORMATS)}")
-    if spec.test not in stats.TESTS:
-        raise KdbenchError(f"unknown test {spec.test!r}; known: {', '.join(stats.TESTS)}")
+    if spec.test not in (*stats.TESTS, BAYES):
+        raise KdbenchError(f"unknown test {spec.test!r}; known: {', '.join(stats.TESTS)}, {BAYES}")
+    if (spec.test == BAYES) != (spec.rope is not None) or (spec.rope or 0.0) < 0.0:
+        raise KdbenchError("--test bayes needs --rope R (R >= 0, in the metric's units), and "
+                           "--rope only goes with --test bayes")
+    if spec.aggregate is not None and spec.aggregate not in AGGREGATES:
+        raise KdbenchError(f"unknown aggregate {spec.aggregate!r}; known: {', '.join(AGGREGATES)}")
     if not 0.0 < spec.alpha < 1.0:
         raise KdbenchError(f"--alpha {spec.alpha}: expected a level between 0 and 1")
     if spec.decimals < 0 or spec.resamples < 1:
@@ -540,8 +567,9 @@ def _compare(table: Table) -> None:
                 cell.diffs = np.array([cell.values[s] - base.values[s] for s in seeds])
                 a = [cell.values[s] for s in seeds]
                 b = [base.values[s] for s in seeds]
-                cell.p = stats.paired_pvalue(a, b, spec.test)
-                tested.append(cell)
+                if spec.test != BAYES:
+                    cell.p = stats.paired_pvalue(a, b, spec.test)
+                    tested.append(cell)
             adjusted, reject = stats.holm([c.p for c in tested], spec.alpha)
             for cell, p_holm, rejected in zip(tested, adjusted, reject, strict=True):
                 cell.p_holm = float(p_holm)

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.errors import KdbenchError
-from kdbench.report.cells import summary
-from kdbench.report.cells.tables import Table, TableSpec
+from kdbench.report.cells import bayes, iqm, summary
+from kdbench.report.cells.tables import BAYES, PER_CLASS, Table, TableSpec
 from kdbench.report.render import html, latex, markdown, tidy
 from kdbench.report.words import summaries
+from kdbench.report.words.text import SimpleTable
 
 FORMATS = ("markdown", "latex", "csv", "html")
 _MODULES = {"markdown": markdown, "latex": latex, "html": html}
@@ -23,7 +24,9 @@ def render(
 
     Markdown, LaTeX and HTML (a fragment: sortable ``<table>`` elements, see
     :mod:`kdbench.report.render.html`) put the summaries after each table as small tables; CSV
-    adds them as columns (see :mod:`kdbench.report.render.tidy`). ``link`` (HTML only): run id
+    adds them as columns (see :mod:`kdbench.report.render.tidy`). The Bayesian comparison and
+    the interquartile mean (:func:`comparisons`) follow a table in Markdown, LaTeX and HTML;
+    CSV holds the cells only. ``link`` (HTML only): run id
     -> the href of its page, which every cell links to.
     """
     if fmt not in FORMATS:
@@ -47,7 +50,22 @@ def render(
         if power_delta is not None:
             rows = summary.power(table, power_delta)
             parts.append(module.render_simple(summaries.power_table(table, rows, power_delta)))
+        parts += [module.render_simple(s) for s in comparisons(table)]
     return "\n".join(parts)
+
+
+def comparisons(table: Table) -> list[SimpleTable]:
+    """The Bayesian comparison and the interquartile mean of a main table, as its spec asks
+    (none for per-class tables)."""
+    spec = table.spec
+    if spec.metric == PER_CLASS:
+        return []
+    out = []
+    if spec.test == BAYES and spec.rope is not None:
+        out.append(summaries.bayes_table(table, bayes.comparisons(table, spec.rope)))
+    if spec.aggregate == "iqm":
+        out.append(summaries.iqm_table(table, iqm.aggregates(table)))
+    return out
 
 
 def with_cost(text: str, frame: Any, spec: TableSpec, fmt: str) -> str:

@@ -1,6 +1,8 @@
 """The small tables beside a main table, as :class:`~kdbench.report.words.text.SimpleTable`.
 
-Average ranks and seeds needed (:mod:`kdbench.report.cells.summary`), the cost of every cell and
+Average ranks and seeds needed (:mod:`kdbench.report.cells.summary`), the Bayesian
+comparison with the baseline (:mod:`kdbench.report.cells.bayes`), the interquartile mean
+(:mod:`kdbench.report.cells.iqm`), the cost of every cell and
 the rankings under each budget (:mod:`kdbench.report.cells.cost`), and the runs behind every
 cell with the command that reproduces each (:mod:`kdbench.report.cells.trace`): the numbers
 come from the cells layer, this module says them.
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kdbench.report.cells import cost, trace
+from kdbench.report.cells import bayes, cost, iqm, trace
+from kdbench.report.cells.stats import BOOTSTRAP_SEED
 from kdbench.report.cells.summary import TARGET_POWER, PowerRow, Ranks
 from kdbench.report.cells.tables import Table, TableSpec, budget_labels, select_students
 from kdbench.report.records.frame import BASELINE, TEACHER
@@ -160,3 +163,52 @@ def trace_table(frame: pd.DataFrame, spec: TableSpec, results: str | Path) -> Si
                "students distilled from); the command trains the run again from its record "
                "into another folder and compares its metrics with the recorded ones.")
     return SimpleTable("Runs behind each cell", header, rows, caption)
+
+
+TEST_WORDS = {"signed-rank": "signed-rank over {n} columns", "paired-t": "paired t over {n} seeds"}
+
+
+def bayes_table(table: Table, rows: list[bayes.Comparison]) -> SimpleTable:
+    """Each method against the baseline: the test used and P(worse), P(equivalent), P(better)."""
+    rope = table.spec.rope or 0.0
+    body = []
+    for c in rows:
+        test = TEST_WORDS[c.test].format(n=c.n) if c.test else "too few values to test"
+        probs = ["–"] * 3 if c.probs is None else [f"{p:.3f}" for p in c.probs]
+        body.append([c.method, test, number(c.mean, table.spec.decimals, signed=True), *probs])
+    better = "higher" if table.higher_is_better else "lower"
+    caption = (
+        f"{table.metric_label}: each method against the baseline, with a region of practical "
+        f"equivalence of ±{rope:g}. Across columns (two or more): the Bayesian signed-rank test "
+        f"(Benavoli et al., JMLR 2017; Dirichlet prior strength {bayes.PRIOR_STRENGTH:g} on a "
+        f"pseudo-difference of 0, {bayes.SAMPLES} posterior samples, seed {bayes.SEED}) on the "
+        "per-column differences of means; within one column: the Bayesian correlated t-test "
+        "with correlation 0 (seeds are independent runs), i.e. the Bayesian paired t-test on "
+        f"the seed differences, posterior Student t with n − 1 df. Mean Δ: mean difference "
+        f"tested ({better} is better, positive = better)."
+    )
+    header = ["method", "test", "mean Δ", "P(worse)", "P(equivalent)", "P(better)"]
+    return SimpleTable(f"Bayesian comparison with the baseline ({table.metric_label})", header,
+                       body, caption)
+
+
+def iqm_table(table: Table, rows: list[iqm.Aggregate]) -> SimpleTable:
+    """Each method's interquartile mean and probability of improvement, with their intervals."""
+    d = table.spec.decimals
+    body = []
+    for a in rows:
+        poi = ["–", "–"] if a.poi is None or a.poi_ci is None else [
+            f"{a.poi:.2f}", f"[{a.poi_ci[0]:.2f}, {a.poi_ci[1]:.2f}]"]
+        ci = f"[{number(a.iqm_ci[0], d)}, {number(a.iqm_ci[1], d)}]"
+        body.append([a.method, str(a.tasks), str(a.runs), number(a.iqm, d), ci, *poi])
+    caption = (
+        f"{table.metric_label} pooled over the columns × seeds of each method: interquartile "
+        "mean (the mean of the middle 50% of the runs) and the probability that a run of the "
+        "method beats a run of the baseline on the same column, averaged over columns (Agarwal "
+        "et al., NeurIPS 2021); 95% stratified-bootstrap intervals (runs resampled within each "
+        f"column, {table.spec.resamples} resamples, seed {BOOTSTRAP_SEED}). Scores are not "
+        "normalised across columns."
+    )
+    header = ["method", "columns", "runs", "IQM", "IQM 95% CI", "P(improvement)",
+              "P 95% CI"]
+    return SimpleTable(f"Interquartile mean ({table.metric_label})", header, body, caption)

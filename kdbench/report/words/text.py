@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdbench.report.cells import stats
-from kdbench.report.cells.tables import Cell, Table, TableSpec
+from kdbench.report.cells.tables import BAYES, Cell, Table, TableSpec
 from kdbench.report.records.frame import BASELINE, TEACHER
 
 BETTER = "*"
@@ -138,6 +138,9 @@ def caption(table: Table, style: Style) -> str:
     parts.append("Bold: best, underlined: second-best student row (teacher excluded).")
     tests = [c for c in table.cells.values() if c.role == "method" and c.diffs is not None]
     m = max((c.diffs.size for c in tests), default=0)
+    if spec.test == BAYES:
+        parts.append("No significance marks: the Bayesian comparison with the baseline follows.")
+        return style.escape(" ".join(parts))
     parts.append(
         f"{BETTER} / {WORSE}: significantly better / worse than the baseline "
         f"({TEST_NAMES[spec.test]} paired by seed, Holm-corrected over the methods of each "
