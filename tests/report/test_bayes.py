@@ -135,3 +135,16 @@ def test_the_demo_table_compares_each_method_by_the_right_test(tmp_path: Path) -
     text = render([table], "markdown")
     assert "Bayesian comparison with the baseline" in text and "Interquartile mean" in text
     assert "<sup>\\*</sup>" not in text and "No significance marks" in text
+
+
+def test_the_report_has_both_in_markdown_and_html(tmp_path: Path) -> None:
+    from kdbench.cli import main
+
+    results = write(tmp_path / "results", demo_records())
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out), "--metrics", "miou", "--test",
+                 "bayes", "--rope", "0.5", "--aggregate", "iqm", "--resamples", "500"]) == 0
+    for page in ("report.md", "index.html"):
+        text = (out / page).read_text()
+        assert text.count("Bayesian comparison with the baseline (mIoU (%))") == 1, page
+        assert text.count("Interquartile mean (mIoU (%))") == 1, page
