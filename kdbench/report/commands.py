@@ -77,6 +77,10 @@ def _add_layout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level of the tests and of the CD (default: 0.05)")
     parser.add_argument("--decimals", type=int, default=1, help="decimals shown (default: 1)")
+    parser.add_argument("--checkpoint", default="final", metavar="final|best",
+                        help="the metrics of the final model (default) or of each run's best "
+                        "evaluation by mIoU (periodic ones and the final one; runs without "
+                        "periodic evaluation keep the final value, with a footnote)")
 
 
 def add_commands(subparsers: Any) -> None:
@@ -144,6 +148,7 @@ def _spec(args: argparse.Namespace, **fields: Any) -> Any:
         where=_where(args.where),
         rope=args.rope,
         aggregate=args.aggregate,
+        checkpoint=args.checkpoint,
         **fields,
     )
 

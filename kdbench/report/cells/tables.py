@@ -37,7 +37,15 @@ import pandas as pd
 
 from kdbench.errors import KdbenchError
 from kdbench.report.cells import stats
-from kdbench.report.records.frame import AXES, BASELINE, IOU_PREFIX, TEACHER, class_columns
+from kdbench.report.records.frame import (
+    AXES,
+    BASELINE,
+    BEST_PREFIX,
+    IOU_PREFIX,
+    SCALAR_METRICS,
+    TEACHER,
+    class_columns,
+)
 
 METRICS: dict[str, tuple[str, bool]] = {
     "miou": ("mIoU (%)", True),
@@ -58,6 +66,7 @@ CELL_FORMATS = ("std", "ci", "bootstrap", "mean")
 BAYES = "bayes"
 """The ``--test`` of the Bayesian comparison table (no cell marks)."""
 AGGREGATES = ("iqm",)
+CHECKPOINTS = ("final", "best")
 WHERE_AXES = (*AXES, "seed")
 UNKNOWN = "-"
 """How a run whose record lacks an axis value is labelled."""
@@ -91,6 +100,8 @@ class TableSpec:
     """``test="bayes"``: the half-width of the region of practical equivalence (metric units)."""
     aggregate: str | None = None
     """``"iqm"``: add the interquartile mean with the probability of improvement."""
+    checkpoint: str = "final"
+    """"final" (the final model) or "best" (:func:`at_checkpoint`)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ class Cell:
     note: str | None = None
     mixed: str | None = None
     """Set when the cell's runs differ in resolved recipe or method code: which runs."""
+    final_only: list[str] = field(default_factory=list)
+    """``--checkpoint best``: keys of averaged runs without periodic evaluation (final values)."""
     runs: dict[str, str] = field(default_factory=dict)
     """Run key (seed, or teacher run id, as text) -> run id of every run of the cell that has
     a record (averaged or not): what a cell links to."""
@@ -220,6 +233,13 @@ def check_spec(spec: TableSpec) -> None:
     if (spec.test == BAYES) != (spec.rope is not None) or (spec.rope or 0.0) < 0.0:
         raise KdbenchError("--test bayes needs --rope R (R >= 0, in the metric's units), and "
                            "--rope only goes with --test bayes")
+    if spec.checkpoint not in CHECKPOINTS:
+        raise KdbenchError(f"unknown checkpoint {spec.checkpoint!r}; known: "
+                           f"{', '.join(CHECKPOINTS)}")
+    if spec.checkpoint == "best" and (spec.metric == PER_CLASS
+                                      or spec.metric.startswith(IOU_PREFIX)):
+        raise KdbenchError(f"--checkpoint best with --metric {spec.metric}: records keep only "
+                           "the mIoU, mFsc and pixel accuracy of the best evaluation")
     if spec.aggregate is not None and spec.aggregate not in AGGREGATES:
         raise KdbenchError(f"unknown aggregate {spec.aggregate!r}; known: {', '.join(AGGREGATES)}")
     if not 0.0 < spec.alpha < 1.0:
@@ -311,7 +331,7 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
     """
     check_spec(spec)
     corrupt = frame[frame["status"] == "corrupt"]
-    frame = frame[frame["status"] != "corrupt"]
+    frame = at_checkpoint(frame[frame["status"] != "corrupt"], spec.checkpoint)
     students = select_students(frame, spec)
     tables = _tables(frame, students, spec)
     for table in tables:
@@ -322,6 +342,25 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
             )
             table.notes.append((_letters(len(table.notes)), left_out))
     return tables
+
+
+def at_checkpoint(frame: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
+    """``frame`` with the metrics of ``checkpoint`` and a ``_final`` flag per run.
+
+    "final": unchanged, ``_final`` False. "best": each run's mIoU, mFsc and pixel accuracy are
+    those of its best evaluation by mIoU among the periodic ones (``best.*``, chosen on the
+    evaluation split, as CIRKD does) and the final one (which wins ties); a complete run without
+    periodic evaluation keeps its final values and is flagged ``_final`` (its cell gets a
+    footnote, never a silent final value).
+    """
+    if checkpoint == "final":
+        return frame.assign(_final=False)
+    has_best = frame[BEST_PREFIX + "miou"].notna()
+    use_best = has_best & ~(frame["miou"] >= frame[BEST_PREFIX + "miou"])
+    out = frame.assign(_final=~has_best & (frame["status"] == "complete"))
+    for name in SCALAR_METRICS:
+        out[name] = frame[BEST_PREFIX + name].where(use_best, frame[name])
+    return out
 
 
 def budget_labels(students: pd.DataFrame) -> tuple[str, ...]:
@@ -399,7 +438,7 @@ def _build(
     m = row_axes.index("method")
     context_axes = [a for a in row_axes if a != "method"] + list(spec.cols)
     rows = _row_keys(students, row_axes)
-    needed = ["id", "status", "seed", "error", "_mixed"] + sorted({c.value for c in columns})
+    needed = ["id", "status", "seed", "error", "_mixed", "_final"] + sorted({c.value for c in columns})
     runs = students[needed].to_dict("records")
     teacher_runs = {
         r["id"]: r for r in teachers.assign(_mixed=None)[needed].to_dict("records")
@@ -499,6 +538,8 @@ def _add_run(
         v = run[value]
         if isinstance(v, (int, float)) and math.isfinite(v):
             cell.values[key] = float(v)
+            if run["_final"]:
+                cell.final_only.append(str(key))
             return
         reason = "null"
     elif run["status"] == "running":
@@ -614,6 +655,12 @@ def _number_notes(table: Table) -> None:
             )
         if cell.mixed:
             texts.append(cell.mixed)
+        if cell.final_only:
+            noun = "teacher" if cell.role == "teacher" else "seed"
+            many = len(cell.final_only) > 1
+            texts.append(f"{noun}{'s' if many else ''} {', '.join(cell.final_only)} "
+                         f"{'have' if many else 'has'} no periodic evaluation: the final "
+                         "model's value")
         if not texts:
             continue
         text = "; ".join(texts)

@@ -14,6 +14,8 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
   student forward and backward, distillation loss), ``teacher_gflops``, ``student_gflops``,
   ``loss_gflops`` (its parts), ``steps``, ``tflops`` (all steps), ``step_s_median``,
   ``device_hours`` (NaN for records without a cost);
+- best checkpoint (runs with periodic evaluation): ``best.step``, ``best.miou``, ``best.mfsc``,
+  ``best.pixel_acc`` from the record's ``metrics.best_val`` (NaN when the run has none);
 - ``tuned``: the options a tuned run chose (``kd: tau=2.0, weight=1.1``), else None;
 - ``error``: the one-line error of a failed run (the reason, for a corrupt record), else None;
 - provenance: ``code`` (hash of the run's method sources), ``recipe`` (hash of its resolved
@@ -46,6 +48,9 @@ BASELINE = "none"
 """The method label of the student baseline (cross-entropy only)."""
 IOU_PREFIX = "iou."
 SCALAR_METRICS = ("miou", "mfsc", "pixel_acc")
+BEST_PREFIX = "best."
+BEST = tuple(BEST_PREFIX + k for k in ("step", *SCALAR_METRICS))
+"""The columns of the best periodic evaluation (``metrics.best_val``)."""
 TIMING = ("wall_time_s", "step_time_s", "peak_memory_mb")
 PARAMS = ("extra_params", "student_params")
 COST = (
@@ -81,7 +86,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 4
+ROW_VERSION = 5
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -105,6 +110,9 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     }
     for name in SCALAR_METRICS:
         out[name] = _number(metrics.get(name))
+    best = metrics.get("best_val") or {}
+    for name in BEST:
+        out[name] = _number(best.get(name[len(BEST_PREFIX):]))
     for cls, value in (metrics.get("per_class_iou") or {}).items():
         out[IOU_PREFIX + str(cls)] = _number(value)
     for name in TIMING:
@@ -189,7 +197,7 @@ def columns_to_frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the documented columns in order (missing ones added empty)."""
     fixed = ["id", "suite", "kind", "status", *AXES[1:], "seed", "teacher"]
-    fixed += list(SCALAR_METRICS)
+    fixed += list(SCALAR_METRICS) + list(BEST)
     classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
     cost = list(TIMING) + list(PARAMS) + list(COST)
     frame = frame.reindex(columns=fixed + classes + cost + ["tuned", "error", "code", "recipe"])

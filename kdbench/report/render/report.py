@@ -152,14 +152,17 @@ def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
             plots.cd_diagram(ranks, stem, tables[0].metric_label)
             doc.image(f"{stem.name}.png", "critical-difference diagram")
     try:
-        spec = replace(options.table, metric=PER_CLASS, gap=False, delta=None)
+        spec = replace(options.table, metric=PER_CLASS, gap=False, delta=None,
+                       checkpoint="final")
         per_class = build_tables(frame, spec)
     except KdbenchError:
         per_class = []
     if per_class:
         name = f"{prefix}{PER_CLASS}"
         _write_formats(out, name, per_class, None)
-        doc.heading(3, "Per-class IoU")
+        best = options.table.checkpoint == "best"
+        doc.heading(3, "Per-class IoU" + (" (final model: records keep no per-class IoU of the "
+                                          "best checkpoint)" if best else ""))
         for i, table in enumerate(per_class):
             path = out / f"{name}_{i}.png"
             plots.class_bars(table, path)

@@ -18,6 +18,10 @@ from kdbench.report.records.frame import BASELINE, TEACHER
 BETTER = "*"
 WORSE = "†"
 ROW_LABELS = {TEACHER: "Teacher (RGB-X)", BASELINE: "Baseline (none)"}
+BEST_SENTENCE = (
+    "Best checkpoint: each run's evaluation with the highest mIoU among its periodic "
+    "evaluations and the final one, chosen on the evaluation split itself (as CIRKD does)."
+)
 TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 
 
@@ -123,11 +127,14 @@ def caption(table: Table, style: Style) -> str:
         "mean": f"mean over {seeds}",
     }[spec.cell]
     title = f"{table.title}: " if table.title else ""
+    at = " of the best checkpoint" if spec.checkpoint == "best" else ""
     parts = [
-        f"{title}{table.metric_label}, {spread}; (n/N): n of N expected runs averaged.",
+        f"{title}{table.metric_label}{at}, {spread}; (n/N): n of N expected runs averaged.",
         "Teacher: the RGB-X teacher runs the column's students distil from.",
         "Baseline: the student trained with cross-entropy only.",
     ]
+    if spec.checkpoint == "best":
+        parts.append(BEST_SENTENCE)
     if table.show_delta:
         parts.append("Δ: difference of means to the baseline.")
     if table.show_gap:
