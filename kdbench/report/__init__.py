@@ -11,12 +11,13 @@ below it (and within itself, without cycles; ``tests/report/test_layers.py`` che
 
 1. :mod:`~kdbench.report.records`: run records -> one DataFrame (``frame``, ``cache``);
 2. :mod:`~kdbench.report.cells`: cells and statistics as plain data (``stats``, ``tables``,
-   ``summary``, ``cost``, ``trace``);
+   ``summary``, ``cost``, ``trace``, ``bayes``, ``iqm``);
 3. :mod:`~kdbench.report.words`: words and numbers, what a cell, a row label and a caption
    say, and the small summary tables (``text``, ``summaries``);
-4. :mod:`~kdbench.report.render`: LaTeX, Markdown, CSV and plots (``latex``, ``markdown``,
-   ``tidy``, ``plots``), one format of a table (``formats``) and the ``kdbench report`` folder
-   (``report``).
+4. :mod:`~kdbench.report.render`: LaTeX, Markdown, HTML, CSV and plots (``latex``,
+   ``markdown``, ``html``, ``tidy``, ``plots``, ``svg``), one format of a table (``formats``),
+   the two-format report body (``document``), the HTML page set (``site``) and the
+   ``kdbench report`` folder (``report``).
 
 Entry points on top of the pipeline, free to import any layer: this package's own functions
 (:func:`load_results`, :func:`summary_table`) and :mod:`~kdbench.report.commands` (the
@@ -45,9 +46,10 @@ def load_results(path: str | Path) -> pd.DataFrame:
     Columns: ``id``, ``suite``, ``kind`` ("teacher" | "student" | "trial"), ``status``
     ("complete" | "failed" | "running"), ``dataset``, ``student``, ``method``, ``budget`` (its
     label), ``seed`` (Int64), ``teacher`` (the teacher's run id, None for teachers), ``miou``,
-    ``mfsc``, ``pixel_acc`` (percent, NaN unless complete), one ``iou.<class>`` column per
-    class, ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``, ``extra_params``,
-    ``student_params``, the cost columns
+    ``mfsc``, ``pixel_acc`` (percent, NaN unless complete), ``best.step``, ``best.miou``,
+    ``best.mfsc``, ``best.pixel_acc`` (the best periodic evaluation, NaN without one), one
+    ``iou.<class>`` column per class, ``wall_time_s``, ``step_time_s``, ``peak_memory_mb``,
+    ``extra_params``, ``student_params``, the cost columns
     (``gflops_per_step``, ``teacher_gflops``, ``student_gflops``, ``loss_gflops``, ``steps``,
     ``tflops``, ``step_s_median``, ``device_hours``), ``tuned`` (a tuned run's chosen options)
     and ``error`` (failed runs). ``kind`` "trial" rows are tuning trials.

@@ -438,7 +438,8 @@ def _build(
     m = row_axes.index("method")
     context_axes = [a for a in row_axes if a != "method"] + list(spec.cols)
     rows = _row_keys(students, row_axes)
-    needed = ["id", "status", "seed", "error", "_mixed", "_final"] + sorted({c.value for c in columns})
+    needed = ["id", "status", "seed", "error", "_mixed", "_final"]
+    needed += sorted({c.value for c in columns})
     runs = students[needed].to_dict("records")
     teacher_runs = {
         r["id"]: r for r in teachers.assign(_mixed=None)[needed].to_dict("records")
