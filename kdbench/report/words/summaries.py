@@ -207,7 +207,8 @@ def iqm_table(table: Table, rows: list[iqm.Aggregate]) -> SimpleTable:
         "method beats a run of the baseline on the same column, averaged over columns (Agarwal "
         "et al., NeurIPS 2021); 95% stratified-bootstrap intervals (runs resampled within each "
         f"column, {table.spec.resamples} resamples, seed {BOOTSTRAP_SEED}). Scores are not "
-        "normalised across columns."
+        "normalised across columns, so an IQM pooled over fewer columns than another's (see "
+        "columns) is not comparable with it; the probability of improvement is, column by column."
     )
     header = ["method", "columns", "runs", "IQM", "IQM 95% CI", "P(improvement)",
               "P 95% CI"]
