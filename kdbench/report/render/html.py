@@ -110,9 +110,9 @@ def render_table(table: Table, link: Link | None = None) -> str:
             cell = table.cells[ri, ci]
             content = text.cell_text(table, cell, STYLE) + _runs(cell, link)
             cells.append(_td(content, cell.mean if cell.n else None))
+            numbers = [cell.delta] * table.show_delta + [cell.gap] * table.show_gap
             extras = text.extra_texts(table, cell, STYLE)
-            numbers = [cell.delta, cell.gap][: len(extras)] if table.show_delta else [cell.gap]
-            cells += [_td(e, v) for e, v in zip(extras, numbers, strict=False)]
+            cells += [_td(e, v) for e, v in zip(extras, numbers, strict=True)]
         role = table.cells[ri, 0].role if table.columns else "method"
         body.append(f'<tr class="{role}">' + "".join(cells) + "</tr>")
     out = _grid(header, body, text.caption(table, STYLE), table.title)
