@@ -16,7 +16,7 @@ periodic evaluations (inline SVG, :mod:`kdbench.report.render.svg`), and the res
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,10 @@ def _curves(history: list[dict[str, Any]]) -> str:
     return out or "<p>(no history recorded)</p>"
 
 
-def run_page(record: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
-    """The page of one run (see the module docstring)."""
+def run_page(record: Mapping[str, Any], history: list[dict[str, Any]],
+             pages: Collection[str] = ()) -> str:
+    """The page of one run (see the module docstring); its teacher's id links to the teacher's
+    page when the teacher is among ``pages`` (the run ids that get one)."""
     axes = record.get("axes") or {}
     metrics = dict(record.get("metrics") or {})
     best = metrics.pop("best_val", None)
@@ -95,8 +97,9 @@ def run_page(record: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
             "status": record.get("status"), **{k: v for k, v in axes.items() if k != "teacher"}}
     body = [f"<h1>Run {escape(record.get('id'))}</h1>", _fields(head)]
     if isinstance(teacher, str):
-        body.append(f'<p>Teacher: <a href="{escape(run_href(teacher, True))}">'
-                    f"{escape(teacher)}</a></p>")
+        shown = (f'<a href="{escape(run_href(teacher, True))}">{escape(teacher)}</a>'
+                 if teacher in pages else escape(teacher))
+        body.append(f"<p>Teacher: {shown}</p>")
     if record.get("error"):
         body += ["<h2>Error</h2>", f"<pre>{escape(record['error'])}</pre>"]
         if record.get("traceback"):
@@ -125,7 +128,8 @@ def write_run_pages(out: Path, records: list[Mapping[str, Any]],
     """``out/runs/<id>.html`` for every record."""
     folder = out / "runs"
     folder.mkdir(parents=True, exist_ok=True)
+    pages = {str(record["id"]) for record in records}
     for record in records:
         run_id = str(record["id"])
         (folder / run_href(run_id, True)).write_text(
-            run_page(record, histories.get(run_id, [])), encoding="utf-8")
+            run_page(record, histories.get(run_id, []), pages), encoding="utf-8")
