@@ -63,8 +63,8 @@ def signed_rank(diffs: Sequence[float], rope: float, samples: int = SAMPLES,
     weights[0] = prior
     w = np.random.default_rng(seed).dirichlet(weights, samples)  # (samples, q+1)
     theta = np.empty((samples, 3))
-    theta[:, 0] = np.einsum("si,ij,sj->s", w, left, w)
-    theta[:, 2] = np.einsum("si,ij,sj->s", w, right, w)
+    theta[:, 0] = ((w @ left) * w).sum(axis=1)                # wᵀ H_left w per draw
+    theta[:, 2] = ((w @ right) * w).sum(axis=1)
     theta[:, 1] = 1.0 - theta[:, 0] - theta[:, 2]
     winners = np.bincount(np.argmax(theta, axis=1), minlength=3) / samples
     return float(winners[0]), float(winners[1]), float(winners[2])
