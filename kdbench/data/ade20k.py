@@ -56,7 +56,10 @@ class ADE20K(RGBXDataset):
 
     folder = "ade20k"
     layout = f"{BASE}/{{images,annotations}}/{{training,validation}}/<name>.{{jpg,png}}"
-    source = "the MIT Scene Parsing Benchmark, http://sceneparsing.csail.mit.edu/ (ADEChallengeData2016.zip)"
+    source = (
+        "the MIT Scene Parsing Benchmark, http://sceneparsing.csail.mit.edu/ "
+        "(ADEChallengeData2016.zip)"
+    )
     class_names = ADE20K_CLASSES
     modalities = {"none": 1}
     rgb_only = True

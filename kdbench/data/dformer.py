@@ -17,8 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from kdbench.data.loading import check_same_size, read_rgb
-from kdbench.data.rgbx import RGBXDataset, Sample, index_image, read_list, shift_labels
-from kdbench.data.rgbx import unit_image
+from kdbench.data.rgbx import RGBXDataset, Sample, index_image, read_list, shift_labels, unit_image
 from kdbench.errors import KdbenchError
 
 LIST_FILES = {"train": "train.txt", "eval": "test.txt"}

@@ -26,8 +26,14 @@ from typing import Literal
 import numpy as np
 
 from kdbench.data.loading import check_same_size, read_array
-from kdbench.data.rgbx import RGBXDataset, Sample, check_labels, index_image, read_list
-from kdbench.data.rgbx import shift_labels
+from kdbench.data.rgbx import (
+    RGBXDataset,
+    Sample,
+    check_labels,
+    index_image,
+    read_list,
+    shift_labels,
+)
 from kdbench.errors import KdbenchError
 from kdbench.registry import register_dataset
 

@@ -50,7 +50,9 @@ def require_pycocotools() -> None:
         raise KdbenchError(f"nuimages: pycocotools is not installed; {INSTALL_HINT}") from None
 
 
-@register_dataset("nuimages", "nuImages (background + 23 + driveable surface, eval = v1.0-val), RGB only")
+@register_dataset(
+    "nuimages", "nuImages (background + 23 + driveable surface, eval = v1.0-val), RGB only"
+)
 class NuImages(RGBXDataset):
     """nuImages key frames with the devkit's semantic masks (module docstring).
 
@@ -60,7 +62,10 @@ class NuImages(RGBXDataset):
     """
 
     folder = "nuimages"
-    layout = "v1.0-{train,val}/{category,sample_data,object_ann,surface_ann}.json, samples/<CAM>/<file>.jpg"
+    layout = (
+        "v1.0-{train,val}/{category,sample_data,object_ann,surface_ann}.json, "
+        "samples/<CAM>/<file>.jpg"
+    )
     source = "nuImages, https://www.nuscenes.org/nuimages (nuimages-v1.0-all-metadata, -samples)"
     modalities = {"none": 1}
     rgb_only = True

@@ -175,8 +175,8 @@ def shift_labels(raw: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
     bad = (raw > num_classes) & (raw != IGNORE_INDEX)
     if bad.any():
         raise KdbenchError(
-            f"{path}: label value {int(raw[bad][0])} is not 0 (unlabelled), a class 1..{num_classes}"
-            f" or {IGNORE_INDEX}"
+            f"{path}: label value {int(raw[bad][0])} is not 0 (unlabelled), a class "
+            f"1..{num_classes} or {IGNORE_INDEX}"
         )
     return np.where((raw == 0) | (raw == IGNORE_INDEX), IGNORE_INDEX, raw - 1)
 

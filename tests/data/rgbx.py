@@ -8,18 +8,29 @@ from typing import Any
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from kdbench.config import load_suite
 from kdbench.train.run import train_run
 
 SIZES = ((16, 24), (20, 18))
 """(H, W) of the trees' images: several sizes, as SUN RGB-D's sensors and ADE20K have."""
+PALETTE = np.random.default_rng(9).integers(0, 256, 768, dtype=np.uint8)
+"""A palette of non-grey colours, so that reading indices as grey levels would fail."""
 
 
 def rng_image(rng: np.random.Generator, size: tuple[int, int], channels: int = 3) -> np.ndarray:
     """A random 8-bit image (H, W, channels), or (H, W) when ``channels`` is 1."""
     shape = size if channels == 1 else (*size, channels)
     return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def save_palette_png(path: Path, indices: np.ndarray) -> None:
+    """A palette ("P") PNG whose pixel values are ``indices`` and colours are not grey."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette(PALETTE.tolist())
+    image.save(path)
 
 
 def write_suite(tmp_path: Path, dataset: str, options: dict[str, Any], **changes: Any) -> Path:

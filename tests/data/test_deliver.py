@@ -107,7 +107,8 @@ def test_missing_modality_file_names_it(tree: tuple[Path, dict]) -> None:
 @pytest.mark.slow
 def test_teacher_and_kd_student_train_end_to_end(tree, tmp_path: Path) -> None:
     root, written = tree
-    records = train_teacher_and_kd(tmp_path, "deliver", {"root": str(root), "modality": "lidar", "conditions": CONDITIONS})
+    options = {"root": str(root), "modality": "lidar", "conditions": CONDITIONS}
+    records = train_teacher_and_kd(tmp_path, "deliver", options)
     labels = [v["label"] for k, v in written.items() if "/val/" in k]
     pixels = sum(int(((lab != 0) & (lab != 255)).sum()) for lab in labels)
     for record in records:

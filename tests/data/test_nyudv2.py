@@ -15,20 +15,18 @@ from kdbench.data.base import normalize_rgb
 from kdbench.data.nyudv2 import NYUDv2
 from kdbench.errors import KdbenchError
 from kdbench.registry import DATASETS
-from tests.data.rgbx import SIZES, assert_scored, rng_image, train_teacher_and_kd, write_suite
+from tests.data.rgbx import (
+    SIZES,
+    assert_scored,
+    rng_image,
+    save_palette_png,
+    train_teacher_and_kd,
+    write_suite,
+)
 from tests.data.trees import save_png
 
 TRAIN = {"1": 0, "2": 1, "3": 0}  # stem -> index into SIZES
 TEST = {"4": 1, "5": 0}
-PALETTE = np.random.default_rng(9).integers(0, 256, 768, dtype=np.uint8)
-
-
-def save_palette_png(path: Path, indices: np.ndarray) -> None:
-    """A palette ("P") PNG whose pixel values are ``indices`` and colours are not grey."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(indices.astype(np.uint8), mode="P")
-    image.putpalette(PALETTE.tolist())
-    image.save(path)
 
 
 def write_nyudv2(root: Path, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:

@@ -15,7 +15,10 @@ from kdbench.errors import KdbenchError
 from tests.data.rgbx import SIZES, assert_scored, rng_image, train_teacher_and_kd
 from tests.data.trees import save_png
 
-SAMPLES = {"train": ["img-000001", "img-000002", "img-000003"], "test": ["img-005051", "img-005052"]}
+SAMPLES = {
+    "train": ["img-000001", "img-000002", "img-000003"],
+    "test": ["img-005051", "img-005052"],
+}
 
 
 def write_sunrgbd(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
