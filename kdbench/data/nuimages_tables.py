@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def decode_mask(mask: dict[str, Any]) -> np.ndarray:
     except ImportError as err:
         raise ImportError(f"nuimages needs pycocotools: {INSTALL_HINT}") from err
     rle = {"size": list(mask["size"]), "counts": base64.b64decode(mask["counts"])}
-    return np.asarray(coco_mask.decode(rle), dtype=np.uint8)
+    with warnings.catch_warnings():  # pycocotools 2.0 under numpy 2: a copy-keyword notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.asarray(coco_mask.decode(rle), dtype=np.uint8)
 
 
 class NuImagesTables:
