@@ -29,14 +29,16 @@ TRAIN = {"1": 0, "2": 1, "3": 0}  # stem -> index into SIZES
 TEST = {"4": 1, "5": 0}
 
 
-def write_nyudv2(root: Path, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def write_nyudv2(
+    root: Path, seed: int = 0, sizes: tuple[tuple[int, int], ...] = SIZES
+) -> dict[str, dict[str, np.ndarray]]:
     """The tree; stems 1 and 4 carry metric ``.npy`` depth, the others 8-bit PNG depth; labels
     are palette PNGs except stem 2's (grey); pixel (0, 0) of every label is 0 (unlabelled) and
     (0, 1) is 40 (the last class). Returns {stem: {"raw_label", "depth"}}."""
     rng = np.random.default_rng(seed)
     written = {}
     for stem, s in {**TRAIN, **TEST}.items():
-        size = SIZES[s]
+        size = sizes[s]
         Image.fromarray(rng_image(rng, size)).save(_mk(root / "RGB" / f"{stem}.jpg"))
         Image.fromarray(rng_image(rng, size)).save(_mk(root / "HHA" / f"{stem}.jpg"))
         if stem in ("1", "4"):
