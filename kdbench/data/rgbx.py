@@ -129,11 +129,16 @@ class RGBXDataset(DataRoot, Dataset, ABC):
         root = cls._resolve_root(options.get("root"))
         for name in cls.index_files:
             if not (root / name).is_file():
-                raise KdbenchError(
-                    f"{cls.folder}: file {root / name} not found; expected the layout "
-                    f"{root}/{cls.layout} (obtain the data set from {cls.source})"
-                )
+                raise cls.missing_under(root, root / name)
         return root
+
+    @classmethod
+    def missing_under(cls, root: Path, path: Path) -> KdbenchError:
+        """The one-line error for a missing file under ``root``, before an instance exists."""
+        return KdbenchError(
+            f"{cls.folder}: file {path} not found; expected the layout "
+            f"{root}/{cls.layout} (obtain the data set from {cls.source})"
+        )
 
 
 # ----------------------------------------------------------------------------- file reading

@@ -85,10 +85,7 @@ class VOC(RGBXDataset):
         root = super().check_available(options)
         for list_name, _ in SPLIT_FILES.values():
             if find_list(root, list_name) is None:
-                raise KdbenchError(
-                    f"voc: file {root / LIST_FOLDERS[0] / list_name} not found; expected the "
-                    f"layout {root}/{cls.layout} (obtain the data set from {cls.source})"
-                )
+                raise cls.missing_under(root, root / LIST_FOLDERS[0] / list_name)
         return root
 
     def _files(self, index: int) -> tuple[Path, Path]:
