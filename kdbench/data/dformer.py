@@ -52,6 +52,10 @@ class DFormerLayout(RGBXDataset):
         if not max_depth > 0:
             raise KdbenchError(f"{self.folder}: max_depth must be > 0 metres, got {max_depth!r}")
         self.max_depth = float(max_depth)
+        self._index(split)
+
+    def _index(self, split: str) -> None:
+        """Fill ``names`` from the split's list file, every sample's files checked."""
         self.names = read_list(self.require(self.root / LIST_FILES[split]))
         if not self.names:
             raise KdbenchError(f"{self.folder}: {self.root / LIST_FILES[split]} lists no sample")
