@@ -8,8 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from kdbench.cli import main
+from kdbench.config import load_suite
+from kdbench.train.run import build_model
 from tests.data.rgbx import train_teacher_and_kd
 from tests.data.test_ade20k import write_ade20k
 from tests.data.test_deliver import write_deliver
@@ -58,3 +61,23 @@ def test_a_pvt_v2_b0_student_with_the_mlp_head_trains(tmp_path: Path) -> None:
     )
     pixels = sum(int((written[s]["raw_label"] != 0).sum()) for s in TEST)
     assert kd["metrics"]["pixels"] == teacher["metrics"]["pixels"] == pixels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite, x_channels", [("nyudv2", 1), ("mfnet", 1), ("deliver", 3)])
+def test_the_rgbx_suites_build_a_pvt_teacher_and_student_that_run(
+    suite: str, x_channels: int, tmp_path: Path, monkeypatch
+) -> None:
+    """Each RGB-X suite's teacher (duplex PVTv2-B2, MLP head) reads rgb and its data set's x,
+    its student (PVTv2-B0, MLP head) rgb only; both give logits at their head's stride."""
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
+    WRITERS[suite](tmp_path / "data" / suite)
+    loaded = load_suite(SUITES / f"{suite}.yaml")
+    teacher, student = loaded.teachers[0], loaded.students[0]
+    assert (teacher.model["backbone"], student.model["backbone"]) == ("pvt_v2_b2", "pvt_v2_b0")
+    assert teacher.model["head"]["name"] == student.model["head"]["name"] == "mlp"
+    rgb, x = torch.zeros(1, 3, 64, 64), torch.zeros(1, x_channels, 64, 64)
+    with torch.no_grad():
+        t = build_model(teacher, 9, x_channels, weights=False).eval()(rgb, x)
+        s = build_model(student, 9, x_channels, weights=False).eval()(rgb)
+    assert t.logits.shape == s.logits.shape == (1, 9, 16, 16)
