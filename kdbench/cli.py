@@ -206,8 +206,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             if options:
                 print(f"{'':8s}   options: {options}")
     elif args.what == "datasets":
+        from kdbench.options import option_hints
+
         for entry in DATASETS:
             print(f"{entry.name:12s} {entry.description}")
+            options = ", ".join(
+                f"{k}={p.default!r}" for k, p in option_hints(entry.obj).items()
+            )
+            print(f"{'':12s}   options: {options}")
     elif args.what == "teachers":
         for entry in TEACHERS:
             print(f"{entry.name:14s} {entry.description}")

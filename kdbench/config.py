@@ -524,6 +524,18 @@ def _resolve_dataset(
     return resolved
 
 
+def _check_rgb_only(datasets: list[tuple[str, Any]], kind: str, where: str) -> None:
+    """An RGB-only data set (no second modality) trains only the ``rgb`` teacher."""
+    from kdbench.registry import DATASETS
+
+    for name, _ in datasets:
+        if getattr(DATASETS.get(name), "rgb_only", False) and kind != "rgb":
+            raise KdbenchError(
+                f"{where}: teacher.kind: {kind!r} needs a second modality, which data set "
+                f"{name!r} has not (RGB only); set teacher: {{kind: rgb}}"
+            )
+
+
 def _check_backbone(name: str, key: str, where: str) -> None:
     from kdbench.models.backbone import is_backbone
 
@@ -690,6 +702,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
             f"{where}: teacher.kind: unknown teacher {teacher_cfg['kind']!r}; known: "
             + ", ".join(TEACHERS.names())
         )
+    _check_rgb_only(datasets, teacher_cfg["kind"], where)
     for key in ("backbone", "x_backbone"):
         if teacher_cfg[key]:
             _check_backbone(teacher_cfg[key], f"teacher.{key}", where)

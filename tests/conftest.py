@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-REAL_DATA_SETS = ("kitti", "vkitti2", "cityscapes")
+REAL_DATA_SETS = {
+    "kitti": (), "vkitti2": (), "cityscapes": (), "deliver": (), "ade20k": (), "nuimages": (),
+    "nyudv2": ("train.txt", "test.txt"), "sunrgbd": ("train.txt", "test.txt"),
+    "mfnet": ("train.txt", "test.txt"), "voc": ("train_aug.txt", "val.txt"),
+}
+"""The real data sets' folders, with the list files their suites check when they load."""
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,7 +33,9 @@ def shipped_data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty data roots for the real data sets under ``$KDBENCH_DATA``, so that the shipped
     suites (which check their data folders when they load) can be validated without the data."""
     root = tmp_path / "data"
-    for folder in REAL_DATA_SETS:
+    for folder, files in REAL_DATA_SETS.items():
         (root / folder).mkdir(parents=True)
+        for name in files:
+            (root / folder / name).touch()
     monkeypatch.setenv("KDBENCH_DATA", str(root))
     return root

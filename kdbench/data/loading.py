@@ -87,7 +87,7 @@ class Frame:
     x: np.ndarray | None = None
 
 
-def _interpolate(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+def interpolate(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     """(H, W) or (H, W, C) array -> same layout at ``size`` with ``F.interpolate`` ``mode``."""
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
@@ -106,10 +106,10 @@ def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
     h, w = frame.label.shape
     if (h, w) == tuple(size):
         return frame
-    rgb = np.clip(_interpolate(frame.rgb, size, "bilinear"), 0.0, 1.0)
-    label = _interpolate(frame.label, size, "nearest-exact").round().astype(np.int64)
-    depth = _interpolate(frame.depth, size, "nearest-exact")
-    x = None if frame.x is None else _interpolate(frame.x, size, "nearest-exact")
+    rgb = np.clip(interpolate(frame.rgb, size, "bilinear"), 0.0, 1.0)
+    label = interpolate(frame.label, size, "nearest-exact").round().astype(np.int64)
+    depth = interpolate(frame.depth, size, "nearest-exact")
+    x = None if frame.x is None else interpolate(frame.x, size, "nearest-exact")
     intrinsics = frame.intrinsics.scaled(size[1] / w, size[0] / h)
     return replace(frame, rgb=rgb, depth=depth, label=label, intrinsics=intrinsics, x=x)
 
@@ -146,6 +146,12 @@ def _open(path: Path) -> Image.Image:
     except OSError as err:
         raise KdbenchError(f"cannot read image {path}: {err}") from err
     return image
+
+
+def read_array(path: Path) -> np.ndarray:
+    """An image's pixels as stored, with no conversion: (H, W) or (H, W, C), the file's dtype
+    (uint8, uint16 or int32), palette PNGs as their indices."""
+    return np.asarray(_open(path))
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -185,7 +191,61 @@ def check_same_size(files: Sequence[Path], arrays: Sequence[np.ndarray]) -> None
 # ----------------------------------------------------------------------------- the dataset
 
 
-class FolderDataset(Dataset, ABC):
+class DataRoot:
+    """A data set's local root folder and the one-line errors naming its expected layout.
+
+    Subclasses set ``folder`` (the sub-folder of ``$KDBENCH_DATA``), ``layout`` (the expected
+    path pattern, relative to the root) and ``source`` (where the data set is obtained), and
+    set ``self.root`` with :meth:`_resolve_root`.
+    """
+
+    folder: ClassVar[str]
+    layout: ClassVar[str]
+    source: ClassVar[str]
+    root: Path
+
+    def missing(self, path: Path, what: str = "file") -> KdbenchError:
+        """The one-line error for a missing ``path``, naming the layout and the source."""
+        return KdbenchError(
+            f"{self.folder}: {what} {path} not found; expected the layout "
+            f"{self.root}/{self.layout} (obtain the data set from {self.source})"
+        )
+
+    def require(self, path: Path) -> Path:
+        """``path`` if it is an existing file, else :meth:`missing`."""
+        if not path.is_file():
+            raise self.missing(path)
+        return path
+
+    @classmethod
+    def _resolve_root(cls, root: str | None) -> Path:
+        """The root folder: ``root`` or ``$KDBENCH_DATA/<folder>``; it must exist."""
+        if root is None:
+            base = os.environ.get(DATA_ENV)
+            if not base:
+                raise KdbenchError(
+                    f"{cls.folder}: no data root; set the data set's root option or "
+                    f"{DATA_ENV} (expected ${DATA_ENV}/{cls.folder}/{cls.layout}; "
+                    f"obtain the data set from {cls.source})"
+                )
+            path = Path(base).expanduser() / cls.folder
+        else:
+            path = Path(root).expanduser()
+        if not path.is_dir():
+            raise KdbenchError(
+                f"{cls.folder}: data root {path} not found; expected the layout "
+                f"{path}/{cls.layout} (obtain the data set from {cls.source})"
+            )
+        return path
+
+    @classmethod
+    def check_available(cls, options: dict[str, Any]) -> Path:
+        """The data root of ``options``; the one-line missing-data error now if it is absent
+        (suite validation calls this before anything starts or is submitted)."""
+        return cls._resolve_root(options.get("root"))
+
+
+class FolderDataset(DataRoot, Dataset, ABC):
     """A data set read from its official on-disk layout under a local root.
 
     Built as ``cls(split, *, root=None, modality="depth", size=None, max_depth=80.0)``:
@@ -203,9 +263,6 @@ class FolderDataset(Dataset, ABC):
     every file exists, and they implement :meth:`frame`.
     """
 
-    folder: ClassVar[str]
-    layout: ClassVar[str]
-    source: ClassVar[str]
     class_names: ClassVar[tuple[str, ...]]
 
     def __init__(
@@ -262,45 +319,3 @@ class FolderDataset(Dataset, ABC):
         if self.split == "eval":
             item["label"] = torch.from_numpy(np.ascontiguousarray(native.label, dtype=np.int64))
         return item
-
-    # --- errors and paths
-
-    def missing(self, path: Path, what: str = "file") -> KdbenchError:
-        """The one-line error for a missing ``path``, naming the layout and the source."""
-        return KdbenchError(
-            f"{self.folder}: {what} {path} not found; expected the layout "
-            f"{self.root}/{self.layout} (obtain the data set from {self.source})"
-        )
-
-    def require(self, path: Path) -> Path:
-        """``path`` if it is an existing file, else :meth:`missing`."""
-        if not path.is_file():
-            raise self.missing(path)
-        return path
-
-    @classmethod
-    def _resolve_root(cls, root: str | None) -> Path:
-        """The root folder: ``root`` or ``$KDBENCH_DATA/<folder>``; it must exist."""
-        if root is None:
-            base = os.environ.get(DATA_ENV)
-            if not base:
-                raise KdbenchError(
-                    f"{cls.folder}: no data root; set the data set's root option or "
-                    f"{DATA_ENV} (expected ${DATA_ENV}/{cls.folder}/{cls.layout}; "
-                    f"obtain the data set from {cls.source})"
-                )
-            path = Path(base).expanduser() / cls.folder
-        else:
-            path = Path(root).expanduser()
-        if not path.is_dir():
-            raise KdbenchError(
-                f"{cls.folder}: data root {path} not found; expected the layout "
-                f"{path}/{cls.layout} (obtain the data set from {cls.source})"
-            )
-        return path
-
-    @classmethod
-    def check_available(cls, options: dict[str, Any]) -> Path:
-        """The data root of ``options``; the one-line missing-data error now if it is absent
-        (suite validation calls this before anything starts or is submitted)."""
-        return cls._resolve_root(options.get("root"))
