@@ -243,6 +243,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_RUN_FAILED if failed else EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdbench.export import export_run
+
+    out = export_run(args.results, args.run_id, args.out, onnx=not args.no_onnx)
+    print(f"exported {args.run_id} to {out}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbench",
@@ -307,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id", help="the run id (12 hex digits; see kdbench table --trace)")
     rep.add_argument("--out", help="output folder (default: RESULTS/reproduced)")
     rep.set_defaults(func=cmd_reproduce)
+    exp = sub.add_parser("export", help="write a trained student's weights, config and ONNX graph",
+                         description="Export a complete student run for deployment: "
+                         "model.safetensors, config.json and model.onnx in --out "
+                         "(load with kdbench.load_student(DIR)).")
+    exp.add_argument("results", help="results folder holding the run's record")
+    exp.add_argument("run_id", help="the student run's id (12 hex digits)")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--no-onnx", action="store_true", help="skip the ONNX graph")
+    exp.set_defaults(func=cmd_export)
     from kdbench.report.commands import add_commands
 
     add_commands(sub)
