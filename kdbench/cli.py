@@ -249,6 +249,32 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_RUN_FAILED if failed else EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdbench.export import export_run
+
+    out = export_run(args.results, args.run_id, args.out, onnx=not args.no_onnx)
+    print(f"exported {args.run_id} to {out}")
+    return EXIT_OK
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from kdbench.figure import make_figure
+    from kdbench.results.store import RunStore
+
+    records = None
+    if args.suite:
+        from kdbench.config import load_suite
+
+        ids = {spec.id for spec in load_suite(args.suite).runs}
+        records = [r for r in RunStore(args.results) if r.get("id") in ids]
+    shown = make_figure(
+        args.results, args.out, images=args.images, ids=args.ids, methods=args.methods,
+        seed=args.seed, errors=args.errors, records=records,
+    )
+    print(f"wrote {args.out} (evaluation images {', '.join(map(str, shown))})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbench",
@@ -313,6 +339,31 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id", help="the run id (12 hex digits; see kdbench table --trace)")
     rep.add_argument("--out", help="output folder (default: RESULTS/reproduced)")
     rep.set_defaults(func=cmd_reproduce)
+    exp = sub.add_parser("export", help="write a trained student's weights, config and ONNX graph",
+                         description="Export a complete student run for deployment: "
+                         "model.safetensors, config.json and model.onnx in --out "
+                         "(load with kdbench.load_student(DIR)).")
+    exp.add_argument("results", help="results folder holding the run's record")
+    exp.add_argument("run_id", help="the student run's id (12 hex digits)")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--no-onnx", action="store_true", help="skip the ONNX graph")
+    exp.set_defaults(func=cmd_export)
+    fig = sub.add_parser("figure", help="the qualitative figure: inputs, labels, predictions",
+                         description="Rows are evaluation images; columns RGB, X, ground truth, "
+                         "teacher, baseline and each method's prediction (one seed), in the "
+                         "data set's palette. By default the images where the methods differ "
+                         "most.")
+    fig.add_argument("results", help="results folder")
+    fig.add_argument("--out", required=True, help="output file, .png or .pdf")
+    fig.add_argument("--suite", help="only the runs of this suite (its one data set and student)")
+    pick = fig.add_mutually_exclusive_group()
+    pick.add_argument("--images", type=int, default=4, metavar="K",
+                      help="the K images where the methods disagree most (default 4)")
+    pick.add_argument("--ids", type=int, nargs="+", metavar="I", help="evaluation image indices")
+    fig.add_argument("--methods", nargs="+", help="method columns in order (default: all)")
+    fig.add_argument("--seed", type=int, help="the seed shown (default: the first complete)")
+    fig.add_argument("--errors", action="store_true", help="add a row of error maps per image")
+    fig.set_defaults(func=cmd_figure)
     from kdbench.report.commands import add_commands
 
     add_commands(sub)

@@ -4,7 +4,7 @@ The LIX paper (Guo et al., "LIX: Implicitly Infusing Spatial Geometric Prior Kno
 Visual Semantic Segmentation for Autonomous Driving", arXiv 2403.08215) distils a duplex-encoder
 RGB-X teacher into an RGB-only student; its duplex encoder follows SNE-RoadSeg (Fan et al.,
 ECCV 2020), where the RGB and X encoders run side by side and the fused feature of every stage
-is fed back into the RGB stream. Three teachers are registered, all built as::
+is fed back into the RGB stream. Four teachers are registered, all built as::
 
     cls(backbone, num_classes, x_channels, *, x_backbone=None, decoder_channels=64,
         pretrained=None, head="fpn", head_options=None)
@@ -20,6 +20,8 @@ head.
 - ``intermediate``: duplex encoder fused at every stage (:class:`GatedFusion`), FPN decoder on
   the fused features; ``stages`` are the fused features.
 - ``late``: two independent segmenters, logits fused by a 1x1 conv over their concatenation.
+- ``cmx``: CMX's cross-modal rectification and fusion at every stage
+  (:mod:`kdbench.models.cmx`).
 - ``rgb``: a plain RGB segmenter (classic KD baseline); x is ignored.
 """
 
@@ -37,7 +39,13 @@ from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.models.student import Segmenter
 from kdbench.registry import register_teacher
 
-__all__ = ["GatedFusion", "IntermediateFusionTeacher", "LateFusionTeacher", "RGBTeacher"]
+__all__ = [
+    "DuplexEncoderTeacher",
+    "GatedFusion",
+    "IntermediateFusionTeacher",
+    "LateFusionTeacher",
+    "RGBTeacher",
+]
 
 
 def _x_pretrained(backbone: str, x_backbone: str, pretrained: Pretrained) -> Pretrained:
@@ -85,24 +93,13 @@ class GatedFusion(nn.Module):
         return r + g * p
 
 
-@register_teacher("intermediate", "duplex RGB-X encoder fused at every stage (LIX, SNE-RoadSeg)")
-class IntermediateFusionTeacher(nn.Module):
-    r"""Duplex encoder: RGB and X branches fused at every stage, FPN decoder on the fused maps.
+class DuplexEncoderTeacher(nn.Module):
+    """What every stage-wise fusing teacher shares: an RGB and an X encoder of equal stage
+    reductions, a decoder head on the fused stages, and the forward pass around ``encode``.
 
-    With E^R_i, E^X_i the i-th stages of the two encoders (the X encoder built with
-    ``in_chans = x_channels``) and F_i a :class:`GatedFusion`:
-
-        r_0 = rgb, q_0 = x
-        q_i = E^X_i(q_{i-1}),  f_i = F_i(E^R_i(r_{i-1}), q_i),  r_i = f_i     (feedback)
-
-    so the fused feature of stage i is the RGB stream's input to stage i+1, while the X
-    branch runs on its own features. ``self.feedback`` is True when both backbones can be run
-    stage by stage (:attr:`Encoder.steppable`: timm's CNN feature wrappers); otherwise the two
-    encoders run whole and f_i = F_i(E^R(rgb)_i, E^X(x)_i) without feedback (then a fusion
-    module of a stage the decoder does not read, e.g. a stride-2 stem, gets no gradient).
-
-    ``Outputs.stages`` are the fused f_i (N, C^R_i, H / r_i, W / r_i): the teacher taps for
-    feature distillation; ``tap_info.stage_channels`` are the RGB branch's channels.
+    Subclasses build their fusion modules in ``build_fusion()`` (called once both encoders
+    exist) and define ``encode(rgb, x)`` -> the fused stage features; ``tap_info`` describes
+    those as having the RGB branch's channels.
     """
 
     def __init__(
@@ -133,11 +130,13 @@ class IntermediateFusionTeacher(nn.Module):
         rgb, xe = self.rgb_encoder, self.x_encoder
         _check_reductions(backbone, x_backbone, rgb.reductions, xe.reductions)
         self.feedback = rgb.steppable and xe.steppable
-        self.fusions = nn.ModuleList(
-            GatedFusion(cr, cx) for cr, cx in zip(rgb.channels, xe.channels, strict=True)
-        )
+        self.build_fusion()
         self.decoder, self.aux, self.aux_weight, self.aux_stage = build_head(
-            head, rgb.channels, rgb.reductions, decoder_channels, num_classes,
+            head,
+            rgb.channels,
+            rgb.reductions,
+            decoder_channels,
+            num_classes,
             dict(head_options or {}),
         )
         self.tap_info = TapInfo(
@@ -146,6 +145,49 @@ class IntermediateFusionTeacher(nn.Module):
             decoder_channels=decoder_channels,
             num_classes=num_classes,
             logit_reduction=self.decoder.reduction,
+        )
+
+    def build_fusion(self) -> None:
+        """Create the fusion modules (the subclass's own)."""
+        raise NotImplementedError
+
+    def encode(self, rgb: Tensor, x: Tensor) -> tuple[Tensor, ...]:
+        """The fused stage features, shallow to deep."""
+        raise NotImplementedError
+
+    def forward(self, rgb: Tensor, x: Tensor) -> Outputs:
+        """rgb (N, 3, H, W), x (N, C_x, H, W) -> logits (N, K, H/r, W/r), fused stages, decoder."""
+        stages = self.encode(rgb, x)
+        feature, logits = self.decoder(stages)
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
+
+
+@register_teacher("intermediate", "duplex RGB-X encoder fused at every stage (LIX, SNE-RoadSeg)")
+class IntermediateFusionTeacher(DuplexEncoderTeacher):
+    r"""Duplex encoder: RGB and X branches fused at every stage, FPN decoder on the fused maps.
+
+    With E^R_i, E^X_i the i-th stages of the two encoders (the X encoder built with
+    ``in_chans = x_channels``) and F_i a :class:`GatedFusion`:
+
+        r_0 = rgb, q_0 = x
+        q_i = E^X_i(q_{i-1}),  f_i = F_i(E^R_i(r_{i-1}), q_i),  r_i = f_i     (feedback)
+
+    so the fused feature of stage i is the RGB stream's input to stage i+1, while the X
+    branch runs on its own features. ``self.feedback`` is True when both backbones can be run
+    stage by stage (:attr:`Encoder.steppable`: timm's CNN feature wrappers); otherwise the two
+    encoders run whole and f_i = F_i(E^R(rgb)_i, E^X(x)_i) without feedback (then a fusion
+    module of a stage the decoder does not read, e.g. a stride-2 stem, gets no gradient).
+
+    ``Outputs.stages`` are the fused f_i (N, C^R_i, H / r_i, W / r_i): the teacher taps for
+    feature distillation; ``tap_info.stage_channels`` are the RGB branch's channels.
+    """
+
+    def build_fusion(self) -> None:
+        """One :class:`GatedFusion` per stage (X width projected to the RGB width)."""
+        self.fusions = nn.ModuleList(
+            GatedFusion(cr, cx)
+            for cr, cx in zip(self.rgb_encoder.channels, self.x_encoder.channels, strict=True)
         )
 
     def encode(self, rgb: Tensor, x: Tensor) -> tuple[Tensor, ...]:
@@ -160,13 +202,6 @@ class IntermediateFusionTeacher(nn.Module):
             r = fuse(self.rgb_encoder.step(i, r), q)
             fused.append(r)
         return tuple(fused)
-
-    def forward(self, rgb: Tensor, x: Tensor) -> Outputs:
-        """rgb (N, 3, H, W), x (N, C_x, H, W) -> logits (N, K, H/4, W/4), fused stages, decoder."""
-        stages = self.encode(rgb, x)
-        feature, logits = self.decoder(stages)
-        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
-        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
 
 
 @register_teacher("late", "two single-modality segmenters, logits fused by a 1x1 conv")
@@ -202,7 +237,10 @@ class LateFusionTeacher(nn.Module):
         x_backbone = x_backbone or backbone
         heads = {"head": head, "head_options": head_options}
         self.rgb_branch = Segmenter(
-            backbone, num_classes, decoder_channels=decoder_channels, pretrained=pretrained,
+            backbone,
+            num_classes,
+            decoder_channels=decoder_channels,
+            pretrained=pretrained,
             **heads,
         )
         self.x_branch = Segmenter(
