@@ -1,4 +1,11 @@
-"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites."""
+"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites;
+hypothesis's profiles.
+
+Property-based tests run under the ``ci`` profile unless ``--hypothesis-profile`` names another:
+derandomised (each test draws the same examples on every run, so CI cannot fail at random) and
+without the example database. ``--hypothesis-profile=explore --hypothesis-seed=N`` draws fresh
+examples, from seed ``N`` if given (``ci`` ignores ``--hypothesis-seed``, being derandomised).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REAL_DATA_SETS = ("kitti", "vkitti2", "cityscapes")
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Select the ``ci`` hypothesis profile unless the command line names one."""
+    if not config.getoption("hypothesis_profile", default=None):
+        settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True, scope="session")
