@@ -13,17 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdbench.cli import main
+from tests.suites import tiny
 
-VALID: dict[str, Any] = {
-    "name": "hostile",
-    "seeds": [0, 1],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "teacher": {"kind": "intermediate", "decoder_channels": 16},
-    "methods": ["none", {"kd": {"kd": {"tau": 2.0}}}, "cwd"],
-    "train": {"steps": 3, "batch_size": 4, "lr": 0.01, "amp": False, "scale": [0.75, 1.5]},
-    "device": "cpu",
-}
+VALID: dict[str, Any] = tiny(
+    name="hostile", seeds=[0, 1], teacher={"kind": "intermediate", "decoder_channels": 16},
+    methods=["none", {"kd": {"kd": {"tau": 2.0}}}, "cwd"],
+    train={"steps": 3, "batch_size": 4, "lr": 0.01, "amp": False, "scale": [0.75, 1.5]},
+    device="cpu")
 
 INT, FLOAT, STR, BOOL, NAME, LIST = "int", "float", "str", "bool", "name", "list"
 LEAVES: dict[tuple[Any, ...], str] = {

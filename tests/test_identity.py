@@ -14,17 +14,12 @@ import yaml
 from kdbench.config import load_suite
 from kdbench.provenance import method_files
 from kdbench.registry import METHODS
+from tests.suites import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = {
-    "name": "ids",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd", "cwd", "dwld", "lix"],
-    "train": {"steps": 3, "batch_size": 4},
-}
+BASE = tiny(name="ids", methods=["none", "kd", "cwd", "dwld", "lix"],
+            train={"steps": 3, "batch_size": 4})
 
 
 def ids(tmp_path: Path, name: str, **changes: object) -> dict[str, str]:

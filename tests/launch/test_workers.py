@@ -23,16 +23,9 @@ from kdbench.launch.placement import cpu_shares
 from kdbench.launch.workers import WorkerExecutor
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import tiny
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "device": "cpu",
-    "train": {"steps": 6, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+TINY = tiny(device="cpu")
 
 needs_two = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs a process allowed on 2 CPUs"

@@ -18,15 +18,9 @@ from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.results import files
 from kdbench.results.store import RunStore
+from tests.suites import TRAIN, tiny
 
-SUITE = {
-    "name": "damaged",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 4, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+SUITE = tiny(name="damaged", train={**TRAIN, "steps": 4})
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from kdbench.launch.spawn import free_port
 from kdbench.results.store import RunStore
 from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm, process_group, shard
 from kdbench.train.run import train_run
+from tests.suites import TRAIN, tiny
 
 BATCH = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1
 UPSTREAM = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(1))
@@ -144,14 +145,8 @@ def test_conversion_keeps_the_weights_names_and_timms_activation() -> None:
     torch.testing.assert_close(converted.eval()(x), expected)  # one process: plain batch norm
 
 
-TINY = {
-    "name": "ddp",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["mobilenetv3_small_050"],  # timm's norm-act layers
-    "methods": ["kd"],
-    "train": {"steps": 6, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "workers": 0},
-}
+TINY = tiny(name="ddp", students=["mobilenetv3_small_050"],  # timm's norm-act layers
+            methods=["kd"], train={**TRAIN, "log_every": 1, "workers": 0})
 
 
 def first_loss(results: Path, run_id: str) -> float:

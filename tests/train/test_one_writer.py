@@ -21,15 +21,9 @@ from kdbench.config import load_suite
 from kdbench.results.lease import LEASE, Lease, is_live
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import TRAIN, tiny
 
-SUITE = {
-    "name": "writers",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 1},
-}
+SUITE = tiny(name="writers", train={**TRAIN, "steps": 20, "log_every": 3, "checkpoint_every": 1})
 SAME = ("id", "kind", "status", "axes", "config", "metrics", "best_val", "extra_params",
         "student_params")
 """Record fields that must not depend on how the run was scheduled, killed or resumed."""

@@ -17,15 +17,9 @@ from kdbench.config import RunSpec, load_suite
 from kdbench.registry import METHODS
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import tiny
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 6, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+TINY = tiny()
 
 
 def tiny_suite(tmp_path: Path, **changes: object):  # noqa: ANN201
