@@ -1,5 +1,5 @@
 """Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites;
-hypothesis's profiles.
+hypothesis's profiles; ``slurm`` tests are ``slow`` tests.
 
 Property-based tests run under the ``ci`` profile unless ``--hypothesis-profile`` names another:
 derandomised (each test draws the same examples on every run, so CI cannot fail at random) and
@@ -26,6 +26,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Select the ``ci`` hypothesis profile unless the command line names one."""
     if not config.getoption("hypothesis_profile", default=None):
         settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every ``slurm`` test ``slow`` too: each trains runs through a real cluster."""
+    for item in items:
+        if item.get_closest_marker("slurm") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kdbench.config import load_suite
@@ -80,6 +81,7 @@ def _ids_with_methods(tmp_path: Path, methods: Path, suite: Path) -> dict[str, s
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_changing_a_method_default_changes_only_that_methods_ids(tmp_path: Path) -> None:
     suite = tmp_path / "s.yaml"
     suite.write_text(yaml.safe_dump(BASE))

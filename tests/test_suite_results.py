@@ -53,6 +53,7 @@ def fill(results: Path, suite: Path, miou: dict[str, float | None]) -> list[RunS
     return runs
 
 
+@pytest.mark.slow
 def test_an_old_recipe_is_footnoted_or_excluded_never_merged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,6 +112,7 @@ assert not heavy, f"imported {heavy}"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "status"])
 def test_a_finished_suite_answers_without_importing_torch(
     tmp_path: Path, own_cache: Path, command: str

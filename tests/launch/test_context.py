@@ -38,6 +38,7 @@ def stop_at(step: int):  # noqa: ANN201
     return requested
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_exactly(
     suite,
     tmp_path: Path,

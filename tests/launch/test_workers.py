@@ -51,6 +51,7 @@ def test_cpu_shares_are_disjoint_contiguous_and_balanced() -> None:
         cpu_shares([0, 1], 3)
 
 
+@pytest.mark.slow
 @needs_two
 def test_two_workers_give_the_metrics_of_one_run_at_a_time(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path))
@@ -112,6 +113,7 @@ def stand_in(
     return record
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_its_run_only_and_students_of_a_failed_teacher_wait(
     tmp_path: Path,
 ) -> None:
@@ -129,6 +131,7 @@ def test_a_dead_worker_fails_its_run_only_and_students_of_a_failed_teacher_wait(
     assert RunStore(tmp_path).status(rid(1)) == "failed"
 
 
+@pytest.mark.slow
 @needs_two
 def test_ctrl_c_checkpoints_the_running_runs_and_a_second_run_resumes(tmp_path: Path) -> None:
     suite = write_suite(tmp_path, steps=400, log_every=1, checkpoint_every=1000)
