@@ -139,6 +139,7 @@ def test_adversarial_gradient_is_the_reversed_cooperative_one(progress: float) -
         assert coop.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_adversarial_controller_raises_the_loss_cooperative_lowers_it() -> None:
     """A few plain gradient steps on the controller alone move the loss the advertised way."""
     zs, zt, label = float32_case(9)
