@@ -13,19 +13,19 @@ then times, on the same files:
 
 Records are written with plain ``json.dump`` (no fsync), which gives the same files as the
 store's atomic writes, only faster to build.
-Run: ``python benchmarks/aggregate.py [--runs N] [--history STEPS] [--dir DIR]``.
+Run: ``python benchmarks/aggregate.py [--runs N] [--history STEPS] [--dir DIR] [--json PATH]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from _common import Report, parser, timed
 
 CLASSES = [f"class_{i:02d}" for i in range(19)]
 TERMS = ("ce", "kd", "cwd")
@@ -103,13 +103,6 @@ def build(root: Path, runs: int, history: int) -> int:
     return count
 
 
-def _timed(fn: Any) -> tuple[Any, float]:
-    """(fn(), wall seconds)."""
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def plain_json(root: Path) -> list[dict[str, Any]]:
     """The reference: ``json.load`` of every record file."""
     out = []
@@ -119,8 +112,15 @@ def plain_json(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run(root: Path, runs: int, history: int) -> None:
-    """Build the records under ``root`` unless they are there, then time and print."""
+def _timed(fn: Any) -> tuple[Any, float]:
+    """(fn(), wall seconds)."""
+    out, wall, _ = timed(fn)
+    return out, wall
+
+
+def run(root: Path, runs: int, history: int) -> dict[str, float]:
+    """Build the records under ``root`` unless they are there, then time and print; the
+    figures in seconds."""
     from kdbench.report import load_results
     from kdbench.report.cells.tables import TableSpec, build_tables
     from kdbench.report.records.cache import CACHE_NAME
@@ -156,21 +156,25 @@ def run(root: Path, runs: int, history: int) -> None:
     verdict = "under" if total < 2.0 else "OVER"
     print(f"load (cached) + aggregate                         {total:6.3f} s ({verdict} 2 s)")
     print(f"load (no cache) + aggregate                       {t_cold + t_table:6.3f} s")
+    return {"records": len(files), "mib": size / 2**20, "json_load_s": t_json,
+            "load_no_cache_s": t_cold, "load_cached_s": t_warm, "load_one_changed_s": t_one,
+            "tables_s": t_table, "cached_total_s": total}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse the options and run the benchmark in ``--dir`` or a temporary folder."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10_000, help="records to build")
-    parser.add_argument("--history", type=int, default=100, help="logged steps per record")
-    parser.add_argument("--dir", type=Path,
-                        help="build (or reuse) the records here instead of a temp folder")
-    args = parser.parse_args()
-    if args.dir is not None:
-        run(args.dir, args.runs, args.history)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        run(Path(tmp), args.runs, args.history)
+    options = parser(__doc__, "aggregate")
+    options.add_argument("--runs", type=int, default=10_000, help="records to build")
+    options.add_argument("--history", type=int, default=100, help="logged steps per record")
+    options.add_argument("--dir", type=Path,
+                         help="build (or reuse) the records here instead of a temp folder")
+    args = options.parse_args(argv)
+    with Report("aggregate", args, argv) as report:
+        if args.dir is not None:
+            report.results = run(args.dir, args.runs, args.history)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            report.results = run(Path(tmp), args.runs, args.history)
 
 
 if __name__ == "__main__":

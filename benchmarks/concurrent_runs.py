@@ -12,12 +12,11 @@ their ratio, plus the number of training sessions the records name (one per run 
 was trained twice). Each extra process pays its own interpreter, torch and timm start-up and
 polls the store while it waits.
 
-Run: ``python benchmarks/concurrent_runs.py [--steps N]`` from the repository root.
+Run: ``python benchmarks/concurrent_runs.py [--steps N] [--json PATH]`` from the repository root.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _common import Report, parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,17 +56,23 @@ def sessions(results: Path) -> tuple[int, int]:
     return len(records), sum(len(r.get("sessions", [])) for r in records)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--steps", type=int, default=40)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "concurrent_runs")
+    options.add_argument("--steps", type=int, default=40)
+    args = options.parse_args(argv)
+    with Report("concurrent_runs", args, argv) as report:
+        report.results = measure(args.steps)
+
+
+def measure(steps: int) -> dict[str, float]:
+    """Run the suite by one process, then by four; print and return the figures."""
     suite_data = {
         "name": "concurrent",
         "seeds": [0, 1],
         "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 64, "eval_samples": 16}},
         "students": ["test_resnet"],
         "methods": ["none", "kd", "cwd"],
-        "train": {"steps": args.steps, "batch_size": 8, "checkpoint_every": 10},
+        "train": {"steps": steps, "batch_size": 8, "checkpoint_every": 10},
     }
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "suite.yaml"
@@ -77,12 +83,14 @@ def main() -> None:
         four = launch(4, suite, Path(tmp) / "four", env)
         runs, trained = sessions(Path(tmp) / "four")
     load = os.getloadavg()[0]
-    print(f"{runs} runs of {args.steps} steps; {os.cpu_count()} CPUs, load average {load:.1f}")
+    print(f"{runs} runs of {steps} steps; {os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"  {'':28s} {'wall':>8s} {'CPU':>8s}")
     print(f"  {'1 process (reference)':28s} {one[0]:6.1f} s {one[1]:6.1f} s")
     print(f"  {'4 processes at once':28s} {four[0]:6.1f} s {four[1]:6.1f} s")
     print(f"  {'ratio 4 / 1':28s} {four[0] / one[0]:8.2f} {four[1] / one[1]:8.2f}")
     print(f"  training sessions in the 4-process folder: {trained} for {runs} runs")
+    return {"runs": runs, "one_wall_s": one[0], "one_cpu_s": one[1], "four_wall_s": four[0],
+            "four_cpu_s": four[1], "sessions": trained}
 
 
 if __name__ == "__main__":

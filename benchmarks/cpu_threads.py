@@ -13,6 +13,7 @@ The cases alternate (default, fixed, default, fixed, ...) so that drift of the m
 both alike; the script prints the median kd step time of each and their ratio.
 
     python benchmarks/cpu_threads.py [--backbone mobilenetv3_small_050] [--steps 20] [--rounds 2]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import statistics
 import subprocess
 import sys
+
+from _common import Report, parser
 
 STEP = r"""
 import json, statistics, sys, time
@@ -58,12 +61,18 @@ print(json.dumps({"threads": torch.get_num_threads(), "median_s": statistics.med
 BUSY = "while True: pass"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="mobilenetv3_small_050")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "cpu_threads")
+    options.add_argument("--backbone", default="mobilenetv3_small_050")
+    options.add_argument("--steps", type=int, default=20)
+    options.add_argument("--rounds", type=int, default=2)
+    args = options.parse_args(argv)
+    with Report("cpu_threads", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    """Alternate the two cases beside a busy process; print and return their step times."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["SLURM_CPUS_PER_TASK"] = "1"
     print(
@@ -97,6 +106,7 @@ def main() -> None:
             f"(rounds: {', '.join(f'{t * 1e3:.1f}' for t in results[case])})"
         )
     print(f"default / fixed: {medians['default'] / medians['fixed']:.1f}x")
+    return {"threads": threads, "median_step_s": medians, "rounds_s": results}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How fast synthdrive generates samples, next to how fast the same samples load from PNG files.
 
-Usage: ``python benchmarks/data_speed.py [--samples-small 128] [--samples-large 16]``.
+Usage: ``python benchmarks/data_speed.py [--samples-small 128] [--samples-large 16] [--json PATH]``.
 
 For 64 × 128 and 256 × 512 it reports, single-threaded, samples per second by wall-clock time and
 by process CPU time (less sensitive to other processes sharing the cores):
@@ -24,24 +24,17 @@ from __future__ import annotations
 import argparse
 import functools
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import Report, parser, timed
 from PIL import Image
 
 from kdbench.data.base import normalize_rgb
 from kdbench.data.geometry import encode_modality
 from kdbench.data.synthdrive import MAX_DEPTH, SynthDrive, generate, intrinsics_for
-
-
-def timed(work: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of ``work()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    work()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def write_pngs(folder: Path, size: tuple[int, int], count: int) -> None:
@@ -67,12 +60,19 @@ def load_pngs(folder: Path, size: tuple[int, int], count: int, modality: str | N
             torch.from_numpy(label.astype(np.int64))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--samples-small", type=int, default=128, help="samples at 64x128")
-    parser.add_argument("--samples-large", type=int, default=16, help="samples at 256x512")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "data_speed")
+    options.add_argument("--samples-small", type=int, default=128, help="samples at 64x128")
+    options.add_argument("--samples-large", type=int, default=16, help="samples at 256x512")
+    args = options.parse_args(argv)
+    with Report("data_speed", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Time each source at each size; print and return samples per second (wall, CPU)."""
     torch.set_num_threads(1)
+    figures: dict[str, dict[str, float]] = {}
     print(f"{'size':>9}  {'source':<26} {'samples/s (wall)':>16} {'samples/s (CPU)':>16}")
     for size, count in (((64, 128), args.samples_small), ((256, 512), args.samples_large)):
         runs: list[tuple[str, Callable[[], object]]] = [
@@ -88,9 +88,11 @@ def main() -> None:
                       functools.partial(load_pngs, folder, size, count, m))
                      for m in (None, "depth", "normals")]
             for name, work in runs:
-                wall, cpu = timed(work)
+                _, wall, cpu = timed(work)
                 label = f"{size[0]}x{size[1]}"
                 print(f"{label:>9}  {name:<26} {count / wall:16.1f} {count / cpu:16.1f}")
+                figures[f"{label} {name}"] = {"per_s_wall": count / wall, "per_s_cpu": count / cpu}
+    return figures
 
 
 if __name__ == "__main__":

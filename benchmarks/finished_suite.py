@@ -12,33 +12,22 @@ then times, each as a fresh process, the median of ``--repeat`` runs:
 3. ``kdbench status suites/quickstart.yaml``.
 
 Both wall time and CPU time (user + system, less sensitive to other load) are printed.
-Run: ``python benchmarks/finished_suite.py [--repeat N]`` from the repository root.
+Run: ``python benchmarks/finished_suite.py [--repeat N] [--json PATH]`` from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import Report, median, parser, timed_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "quickstart.yaml"
-
-
-def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds: user + system) of one fresh process running ``args``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def finish(results: Path, env: dict[str, str]) -> None:
@@ -57,10 +46,16 @@ for spec in load_suite({str(SUITE)!r}).runs:
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "finished_suite")
+    options.add_argument("--repeat", type=int, default=5)
+    args = options.parse_args(argv)
+    with Report("finished_suite", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Time each command; print and return the median wall and CPU seconds of each."""
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results"
         env = {**os.environ, "KDBENCH_CACHE": str(Path(tmp) / "cache"),
@@ -70,23 +65,23 @@ def main() -> None:
         run = [*kdbench, "run", str(SUITE), "--results", str(results)]
         status = [*kdbench, "status", str(SUITE), "--results", str(results)]
 
-        def median(command: list[str], cold: bool = False) -> tuple[float, float]:
+        def medians(command: list[str], cold: bool = False) -> tuple[float, float]:
             times = []
             for _ in range(args.repeat):
                 if cold:
                     for path in (Path(tmp) / "cache").glob("*.json"):
                         path.unlink()
-                times.append(timed(command, env))
+                times.append(timed_process(command, env))
             walls, cpus = zip(*times, strict=True)
-            return statistics.median(walls), statistics.median(cpus)
+            return median(walls), median(cpus)
 
         rows = [
-            ("python -c pass (reference)", median([sys.executable, "-c", "pass"])),
+            ("python -c pass (reference)", medians([sys.executable, "-c", "pass"])),
             ("python -c 'import torch' (reference)",
-             median([sys.executable, "-c", "import torch"])),
-            ("kdbench run, finished suite, cold cache", median(run, cold=True)),
-            ("kdbench run, finished suite", median(run)),
-            ("kdbench status", median(status)),
+             medians([sys.executable, "-c", "import torch"])),
+            ("kdbench run, finished suite, cold cache", medians(run, cold=True)),
+            ("kdbench run, finished suite", medians(run)),
+            ("kdbench status", medians(status)),
         ]
     load = os.getloadavg()[0]
     cpus = os.cpu_count()
@@ -94,6 +89,7 @@ def main() -> None:
     print(f"  {'':42s} {'wall':>8s} {'CPU':>8s}")
     for label, (wall, cpu) in rows:
         print(f"  {label:42s} {wall:6.2f} s {cpu:6.2f} s")
+    return {label: {"wall_s": wall, "cpu_s": cpu} for label, (wall, cpu) in rows}
 
 
 if __name__ == "__main__":

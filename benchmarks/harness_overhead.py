@@ -7,6 +7,7 @@ of the machine affects both alike; the script prints the median step time of eac
 ratio. Neither augments: augmentation runs in the data pipeline (kdbench.train.pipeline).
 
     python benchmarks/harness_overhead.py [--backbone resnet10t] [--steps 30] [--size 64 128]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import Report, parser
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import build_method
@@ -41,14 +43,21 @@ def bare_step(model, teacher, opt, rgb, x, label, use_kd: bool) -> None:  # noqa
     opt.step()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet10t")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, nargs=2, default=(64, 128))
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "harness_overhead")
+    options.add_argument("--backbone", default="resnet10t")
+    options.add_argument("--steps", type=int, default=30)
+    options.add_argument("--batch", type=int, default=8)
+    options.add_argument("--size", type=int, nargs=2, default=(64, 128))
+    args = options.parse_args(argv)
+    with Report("harness_overhead", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Step both loops in turn; print and return the median milliseconds of each, per method."""
     torch.manual_seed(0)
+    figures = {}
     k, (h, w) = 8, args.size
     rgb = torch.randn(args.batch, 3, h, w)
     x = torch.randn(args.batch, 1, h, w)
@@ -78,6 +87,8 @@ def main() -> None:
         mh, mb = statistics.median(harness), statistics.median(bare)
         print(f"{name:5s} harness {mh * 1e3:8.1f} ms   bare loop {mb * 1e3:8.1f} ms   "
               f"overhead {100 * (mh / mb - 1):+5.1f}%")
+        figures[name] = {"harness_ms": mh * 1e3, "bare_ms": mb * 1e3}
+    return figures
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Cityscapes suite's student (DeepLabV3 ResNet-18, output stride 8, auxiliary head
 512x1024 crop on this machine's CPU, per sample.
 
     python benchmarks/loader_speed.py [--images 12] [--batches 6] [--batch 2] [--root DIR]
+        [--json PATH]
 
 ``--root`` keeps the synthetic tree in DIR (written once) instead of a temporary folder.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import Report, parser
 from PIL import Image
 
 from kdbench.data.cityscapes import Cityscapes
@@ -107,13 +109,20 @@ def step_seconds(batch: int, repeats: int = 3) -> float:
     return statistics.median(times) / batch
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=12)
-    parser.add_argument("--batches", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--root", type=Path, default=None)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "loader_speed")
+    options.add_argument("--images", type=int, default=12)
+    options.add_argument("--batches", type=int, default=6)
+    options.add_argument("--batch", type=int, default=2)
+    options.add_argument("--root", type=Path, default=None)
+    args = options.parse_args(argv)
+    with Report("loader_speed", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Time the loader by workers and the student's step; print and return the figures."""
+    figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp) / "cityscapes"
         if not (root / "camera").is_dir():
@@ -123,14 +132,18 @@ def main() -> None:
         dataset = Cityscapes("train", root=str(root), modality="disparity")
         t0 = time.perf_counter()
         dataset[0]
-        print(f"decode one sample (no augmentation): {time.perf_counter() - t0:.3f} s")
+        figures["decode_one_s"] = time.perf_counter() - t0
+        print(f"decode one sample (no augmentation): {figures['decode_one_s']:.3f} s")
         for workers in (0, 1, 2):
             rate, cpu = loader_rate(dataset, workers, args.batches, args.batch)
+            figures[f"samples_per_s_{workers}_workers"] = rate
+            figures[f"main_cpu_s_per_sample_{workers}_workers"] = cpu
             print(f"loader, {workers} workers: {rate:6.2f} samples/s ({1 / rate:.3f} s/sample; "
                   f"main process CPU {cpu:.3f} s/sample)")
     per_sample = step_seconds(args.batch)
     print(f"training step (DeepLabV3 R18 OS8 + aux, 512x1024, CPU, {torch.get_num_threads()} "
           f"threads): {per_sample:.2f} s/sample ({1 / per_sample:.3f} samples/s)")
+    return {**figures, "step_s_per_sample": per_sample}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ are built; on CUDA, ``max_memory_allocated`` minus the memory allocated at that 
 include the gradients.
 
     python benchmarks/losses.py [--methods kd arfd] [--repeat 3] [--device cpu] [--quick]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import Report, parser
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, build_method
@@ -172,27 +174,34 @@ def describe_arfd(args: argparse.Namespace) -> None:
               f"{d_s}) x {d_t}; an n x n float32 Gram would need {4 * n * n / 1e9:.3g} GB")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse options; either measure one name (``--one``) or run all and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options = parser(__doc__, "losses")
     default = [m for m in METHODS.names() if m != "none"]
-    parser.add_argument("--methods", nargs="+", default=default, choices=default)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=30.0,
-                        help="seconds of timed calls after which a row stops (default: 30)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
-    parser.add_argument("--student", default="resnet18", help="timm backbone of the reference")
-    parser.add_argument("--quick", action="store_true", help="smoke: batch 2, 128x256, repeat 1")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    options.add_argument("--methods", nargs="+", default=default, choices=default)
+    options.add_argument("--repeat", type=int, default=3)
+    options.add_argument("--budget", type=float, default=30.0,
+                         help="seconds of timed calls after which a row stops (default: 30)")
+    options.add_argument("--device", default="cpu")
+    options.add_argument("--batch", type=int, default=8)
+    options.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
+    options.add_argument("--student", default="resnet18", help="timm backbone of the reference")
+    options.add_argument("--quick", action="store_true", help="smoke: batch 2, 128x256, repeat 1")
+    options.add_argument("--one", help=argparse.SUPPRESS)
+    args = options.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.repeat = 2, (128, 256), 1
     args.size = tuple(args.size)
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
+    with Report("losses", args, argv) as report:
+        report.results = table(args)
+
+
+def table(args: argparse.Namespace) -> dict[str, dict[str, float] | str]:
+    """Measure the reference and every method, each in its own process; print the table and
+    return each row's figures (or its error)."""
     argv = ["--repeat", str(args.repeat), "--budget", str(args.budget), "--device", args.device,
             "--batch", str(args.batch),
             "--size", *map(str, args.size), "--student", args.student]
@@ -206,10 +215,11 @@ def main() -> None:
     ref = run_isolated(REFERENCE, argv)
     if isinstance(ref, str):
         sys.exit(f"reference student {ref}")
+    rows = {REFERENCE: ref}
     print("| method | wall ms | CPU ms | calls | ratio to student (CPU) | peak MB | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in [REFERENCE, *args.methods]:
-        row = ref if name == REFERENCE else run_isolated(name, argv)
+        row = rows[name] = ref if name == REFERENCE else run_isolated(name, argv)
         if isinstance(row, str):
             print(f"| {name} | {row} | | | | | |")
         else:
@@ -219,6 +229,7 @@ def main() -> None:
     if "arfd" in args.methods:
         print()
         describe_arfd(args)
+    return rows
 
 
 if __name__ == "__main__":

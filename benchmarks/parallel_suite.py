@@ -7,7 +7,7 @@ methods none and kd, 60 steps: 2 teachers and 4 students) so that it ends in min
 cores; ``--full`` runs the quickstart as it is. The script prints each wall time, the ratio,
 and the mean per-step time the records report.
 
-    python benchmarks/parallel_suite.py [--jobs 2] [--full]
+    python benchmarks/parallel_suite.py [--jobs 2] [--full] [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import Report, parser
 
 REDUCED = ["seeds=[0, 1]", "methods=[none, kd]", "train.steps=60"]
 
@@ -36,14 +38,20 @@ def run_suite(suite: Path, overrides: list[str], jobs: int, results: Path) -> tu
     return wall, records
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "parallel_suite")
+    options.add_argument(
         "--suite", default=str(Path(__file__).parents[1] / "suites/quickstart.yaml")
     )
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--full", action="store_true", help="the suite as it is, not reduced")
-    args = parser.parse_args()
+    options.add_argument("--jobs", type=int, default=2)
+    options.add_argument("--full", action="store_true", help="the suite as it is, not reduced")
+    args = options.parse_args(argv)
+    with Report("parallel_suite", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    """Run the suite with one job, then with ``--jobs``; print and return the wall times."""
     overrides = [] if args.full else REDUCED
     print(
         f"{os.cpu_count()} CPUs (affinity {len(os.sched_getaffinity(0))}); suite {args.suite}"
@@ -66,6 +74,7 @@ def main() -> None:
         f"wall --jobs 1 / --jobs {args.jobs}: {walls[1] / walls[args.jobs]:.2f}x; "
         f"same mIoU per run: {metrics[1] == metrics[args.jobs]}"
     )
+    return {"wall_s_by_jobs": walls, "same_miou": metrics[1] == metrics[args.jobs]}
 
 
 if __name__ == "__main__":

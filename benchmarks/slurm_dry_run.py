@@ -8,7 +8,7 @@ answered from it (:mod:`kdbench.suite_cache`), and, in this process
 after the imports, the time of each part (suite expansion and validation, the store's look-up
 of every run, the plan, the sbatch text). The plan calls the cluster's ``squeue`` once.
 
-    python benchmarks/slurm_dry_run.py [--seeds 40]
+    python benchmarks/slurm_dry_run.py [--seeds 40] [--json PATH]
 """
 
 from __future__ import annotations
@@ -22,13 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import Report, parser
+
 SUITE = Path(__file__).parents[1] / "suites" / "cityscapes.yaml"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=40)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "slurm_dry_run")
+    options.add_argument("--seeds", type=int, default=40)
+    args = options.parse_args(argv)
+    with Report("slurm_dry_run", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Time the command twice and its parts in this process; print and return the figures."""
+    figures: dict[str, float] = {}
     seeds = f"seeds=[{', '.join(map(str, range(args.seeds)))}]"
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,6 +67,8 @@ def main() -> None:
             cpu = usage.ru_utime + usage.ru_stime - cpu_before
             cpu_before += cpu
             arrays = sum(line.startswith("sbatch ") for line in out.stdout.splitlines())
+            figures.update({f"{cache}_cache_wall_s": wall, f"{cache}_cache_cpu_s": cpu,
+                            "arrays": arrays})
             print(
                 f"kdbench run --dry-run (fresh interpreter, {cache} suite cache): "
                 f"{wall:6.2f} s wall, {cpu:.2f} s CPU, {arrays} arrays"
@@ -85,6 +96,8 @@ def main() -> None:
         f"{t2 - t1:.2f} s, store {t3 - t2:.2f} s, plan {t4 - t3:.2f} s, text {t5 - t4:.3f} s "
         f"({len(text.splitlines())} lines)"
     )
+    return {**figures, "runs": len(suite.runs), "imports_s": t1 - t0, "suite_s": t2 - t1,
+            "store_s": t3 - t2, "plan_s": t4 - t3, "text_s": t5 - t4}
 
 
 if __name__ == "__main__":

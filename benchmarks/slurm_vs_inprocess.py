@@ -14,6 +14,7 @@ reference for a loaded machine, where 2 threads on 2 busy cores is very slow). N
 running cluster (``bash ci/slurm.sh up``).
 
     python benchmarks/slurm_vs_inprocess.py [--full] [--rounds 1] [--inprocess-threads 1]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import Report, parser
 
 REDUCED = ["seeds=[0]", "methods=[none, kd]", "train.steps=60"]
 
@@ -51,17 +54,23 @@ def run(
     return wall, {kind: statistics.mean(v) for kind, v in steps.items() if v}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+def main(argv: list[str] | None = None) -> None:
+    options = parser(__doc__, "slurm_vs_inprocess")
+    options.add_argument(
         "--suite", default=str(Path(__file__).parents[1] / "suites/quickstart.yaml")
     )
-    parser.add_argument("--full", action="store_true")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
+    options.add_argument("--full", action="store_true")
+    options.add_argument("--rounds", type=int, default=1)
+    options.add_argument(
         "--inprocess-threads", type=int, help="cap the in-process run's threads (OMP_NUM_THREADS)"
     )
-    args = parser.parse_args()
+    args = options.parse_args(argv)
+    with Report("slurm_vs_inprocess", args, argv) as report:
+        report.results = measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    """Alternate the two sides over ``--rounds``; print and return their wall times."""
     overrides = [] if args.full else REDUCED
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; suite {args.suite} "
@@ -83,6 +92,7 @@ def main() -> None:
                 print(f"{case:10s} wall {wall:7.1f} s   {step_text}")
     ratio = statistics.median(walls["slurm"]) / statistics.median(walls["in-process"])
     print(f"SLURM / in-process wall time: {ratio:.2f} (load average now {os.getloadavg()[0]:.1f})")
+    return {"wall_s": walls, "ratio": ratio}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites."""
+"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites;
+hypothesis's profiles; ``slurm`` tests are ``slow`` tests.
+
+Property-based tests run under the ``ci`` profile unless ``--hypothesis-profile`` names another:
+derandomised (each test draws the same examples on every run, so CI cannot fail at random) and
+without the example database. ``--hypothesis-profile=explore --hypothesis-seed=N`` draws fresh
+examples, from seed ``N`` if given (``ci`` ignores ``--hypothesis-seed``, being derandomised).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REAL_DATA_SETS = {
     "kitti": (), "vkitti2": (), "cityscapes": (), "deliver": (), "ade20k": (), "nuimages": (),
@@ -14,6 +22,22 @@ REAL_DATA_SETS = {
     "mfnet": ("train.txt", "test.txt"), "voc": ("train_aug.txt", "val.txt"),
 }
 """The real data sets' folders, with the list files their suites check when they load."""
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Select the ``ci`` hypothesis profile unless the command line names one."""
+    if not config.getoption("hypothesis_profile", default=None):
+        settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every ``slurm`` test ``slow`` too: each trains runs through a real cluster."""
+    for item in items:
+        if item.get_closest_marker("slurm") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -9,17 +9,13 @@ import yaml
 
 from kdbench.config import apply_override, load_suite
 from kdbench.errors import KdbenchError
+from tests.suites import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = {
-    "name": "t",
-    "seeds": [0, 1],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd", {"kd+cwd": {"kd": {}, "cwd": {"tau": 2.0}}}],
-    "train": {"steps": 3, "batch_size": 4},
-}
+BASE = tiny(name="t", seeds=[0, 1],
+            methods=["none", "kd", {"kd+cwd": {"kd": {}, "cwd": {"tau": 2.0}}}],
+            train={"steps": 3, "batch_size": 4})
 
 
 def write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:

@@ -59,6 +59,7 @@ def test_slurm_values_are_parsed_or_ignored() -> None:
     assert _positive_int("many") is None
 
 
+@pytest.mark.slow
 @needs_two
 def test_threads_follow_the_affinity_mask() -> None:
     assert probe("0") == {"cpus": 1, "threads": 1, "interop_threads": 1, "source": "affinity"}
@@ -66,6 +67,7 @@ def test_threads_follow_the_affinity_mask() -> None:
     assert (two["cpus"], two["threads"], two["interop_threads"]) == (2, 2, 2)
 
 
+@pytest.mark.slow
 @needs_two
 def test_threads_follow_slurm_cpus_per_task_and_an_explicit_omp_setting() -> None:
     slurm = probe("0,1", SLURM_CPUS_PER_TASK="1")

@@ -9,22 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kdbench.config import load_suite
 from kdbench.provenance import method_files
 from kdbench.registry import METHODS
+from tests.suites import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = {
-    "name": "ids",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd", "cwd", "dwld", "lix"],
-    "train": {"steps": 3, "batch_size": 4},
-}
+BASE = tiny(name="ids", methods=["none", "kd", "cwd", "dwld", "lix"],
+            train={"steps": 3, "batch_size": 4})
 
 
 def ids(tmp_path: Path, name: str, **changes: object) -> dict[str, str]:
@@ -85,6 +81,7 @@ def _ids_with_methods(tmp_path: Path, methods: Path, suite: Path) -> dict[str, s
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_changing_a_method_default_changes_only_that_methods_ids(tmp_path: Path) -> None:
     suite = tmp_path / "s.yaml"
     suite.write_text(yaml.safe_dump(BASE))

@@ -16,16 +16,10 @@ from kdbench.config import RunSpec
 from kdbench.launch.base import failed_record
 from kdbench.results.store import RunStore
 from kdbench.suite_cache import load_suite_cached
+from tests.suites import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = {
-    "name": "recipes",
-    "seeds": [0, 1],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 4, "batch_size": 4},
-}
+SUITE = tiny(name="recipes", seeds=[0, 1], train={"steps": 4, "batch_size": 4})
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +53,7 @@ def fill(results: Path, suite: Path, miou: dict[str, float | None]) -> list[RunS
     return runs
 
 
+@pytest.mark.slow
 def test_an_old_recipe_is_footnoted_or_excluded_never_merged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -117,6 +112,7 @@ assert not heavy, f"imported {heavy}"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "status"])
 def test_a_finished_suite_answers_without_importing_torch(
     tmp_path: Path, own_cache: Path, command: str

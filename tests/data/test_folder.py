@@ -114,6 +114,7 @@ def test_mistakes_name_the_file_or_option(tmp_path: Path) -> None:
         Folder("train", root=str(root))
 
 
+@pytest.mark.slow
 def test_a_suite_trains_and_evaluates_on_a_folder_data_set(tmp_path: Path) -> None:
     write_tree(tmp_path / "mine", colours=True)
     path = tmp_path / "s.yaml"

@@ -15,15 +15,9 @@ from kdbench.config import load_suite
 from kdbench.launch import context
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import TRAIN, tiny
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["kd"],
-    "train": {"steps": 8, "batch_size": 4, "log_every": 4, "checkpoint_every": 6},
-}
+TINY = tiny(methods=["kd"], train={**TRAIN, "steps": 8, "log_every": 4, "checkpoint_every": 6})
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +38,7 @@ def stop_at(step: int):  # noqa: ANN201
     return requested
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_exactly(
     suite,
     tmp_path: Path,

@@ -16,24 +16,16 @@ import yaml
 from kdbench.cli import main
 from kdbench.launch.slurm_state import load_submissions, queue_states
 from kdbench.results.store import RunStore
+from tests.suites import tiny
 
 
 def suite(tmp_path: Path, name: str, steps: int) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         yaml.safe_dump(
-            {
-                "name": name,
-                "seeds": [0],
-                "datasets": {
-                    "synthdrive": {"size": [32, 64], "train_samples": 8, "eval_samples": 4}
-                },
-                "students": ["test_resnet"],
-                "methods": ["none", "kd"],
-                "device": "cpu",
-                "train": {"steps": steps, "batch_size": 4, "log_every": 1},
-                "launch": {"executor": "slurm", "time_min": 10},
-            }
+            tiny((8, 4), name=name, device="cpu",
+                 train={"steps": steps, "batch_size": 4, "log_every": 1},
+                 launch={"executor": "slurm", "time_min": 10})
         )
     )
     return path

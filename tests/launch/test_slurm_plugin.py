@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kdbench.results.store import RunStore
+from tests.suites import tiny
 
 PLUGIN = '''
 """A plugin: pixel-wise KD under another name, with temperature 2 by default."""
@@ -24,16 +25,9 @@ class PluginKD(KD):
         super().__init__(student, teacher, tau=tau, weight=weight)
 '''
 
-SUITE = {
-    "name": "slurm-plugin",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 8, "eval_samples": 4}},
-    "students": ["test_resnet"],
-    "methods": ["plugin_kd"],
-    "plugins": ["my_methods.py"],
-    "train": {"steps": 2, "batch_size": 4, "log_every": 1},
-    "launch": {"executor": "slurm", "time_min": 10, "cpus_per_task": 1},
-}
+SUITE = tiny((8, 4), name="slurm-plugin", methods=["plugin_kd"], plugins=["my_methods.py"],
+             train={"steps": 2, "batch_size": 4, "log_every": 1},
+             launch={"executor": "slurm", "time_min": 10, "cpus_per_task": 1})
 
 
 @pytest.mark.slurm

@@ -20,19 +20,15 @@ from kdbench.config import load_suite
 from kdbench.launch.slurm import SlurmExecutor
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import tiny
 
-SUITE = {
-    "name": "requeue",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none"],
-    "device": "cpu",
+SUITE = tiny(
+    name="requeue", methods=["none"], device="cpu",
     # about 50 s of steps on one idle core (33 ms a step measured on 2026-11-30), longer than
     # what a job gets: ~30-60 s (signal 30 s before a 1 min limit, checked by SLURM every
     # ~30 s) of which Python's start takes 10-20 s; so it is requeued at least once
-    "train": {"steps": 1500, "batch_size": 4, "log_every": 10, "checkpoint_every": 100000},
-}
+    train={"steps": 1500, "batch_size": 4, "log_every": 10, "checkpoint_every": 100000},
+)
 
 
 def release_requeued_jobs(stop: threading.Event) -> None:

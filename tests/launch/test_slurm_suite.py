@@ -10,16 +10,10 @@ import pytest
 import yaml
 
 from kdbench.results.store import RunStore
+from tests.suites import tiny
 
-SUITE = {
-    "name": "slurm-tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 8, "eval_samples": 4}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 2, "batch_size": 4, "log_every": 1},
-    "launch": {"executor": "slurm", "time_min": 10, "cpus_per_task": 1},
-}
+SUITE = tiny((8, 4), name="slurm-tiny", train={"steps": 2, "batch_size": 4, "log_every": 1},
+             launch={"executor": "slurm", "time_min": 10, "cpus_per_task": 1})
 
 
 @pytest.mark.slurm

@@ -23,16 +23,9 @@ from kdbench.launch.placement import cpu_shares
 from kdbench.launch.workers import WorkerExecutor
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import tiny
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "device": "cpu",
-    "train": {"steps": 6, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+TINY = tiny(device="cpu")
 
 needs_two = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs a process allowed on 2 CPUs"
@@ -58,6 +51,7 @@ def test_cpu_shares_are_disjoint_contiguous_and_balanced() -> None:
         cpu_shares([0, 1], 3)
 
 
+@pytest.mark.slow
 @needs_two
 def test_two_workers_give_the_metrics_of_one_run_at_a_time(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path))
@@ -119,6 +113,7 @@ def stand_in(
     return record
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_its_run_only_and_students_of_a_failed_teacher_wait(
     tmp_path: Path,
 ) -> None:
@@ -136,6 +131,7 @@ def test_a_dead_worker_fails_its_run_only_and_students_of_a_failed_teacher_wait(
     assert RunStore(tmp_path).status(rid(1)) == "failed"
 
 
+@pytest.mark.slow
 @needs_two
 def test_ctrl_c_checkpoints_the_running_runs_and_a_second_run_resumes(tmp_path: Path) -> None:
     suite = write_suite(tmp_path, steps=400, log_every=1, checkpoint_every=1000)

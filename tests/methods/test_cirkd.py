@@ -127,6 +127,7 @@ def test_pair_groups_are_the_authors_per_gpu_batches() -> None:
     assert pair_relation_loss(fs, ft, 0.2, group=5).item() == pytest.approx(full, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_pair_term_has_the_exact_gradient() -> None:
     fs, ft = rand(6, 2, 3, 2, 2).requires_grad_(), rand(7, 2, 4, 2, 2)
     assert torch.autograd.gradcheck(lambda x: pair_relation_loss(x, ft, 0.5), (fs,))
@@ -139,6 +140,7 @@ def test_memory_term_matches_float64_loop() -> None:
     assert got == pytest.approx(memory_loop(s.tolist(), t.tolist(), v.tolist(), 0.1), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_memory_term_in_chunks_has_the_same_value_and_gradient(monkeypatch) -> None:  # noqa: ANN001
     import methods.cirkd as cirkd
 

@@ -139,6 +139,7 @@ def test_adversarial_gradient_is_the_reversed_cooperative_one(progress: float) -
         assert coop.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_adversarial_controller_raises_the_loss_cooperative_lowers_it() -> None:
     """A few plain gradient steps on the controller alone move the loss the advertised way."""
     zs, zt, label = float32_case(9)
@@ -168,6 +169,7 @@ def test_frozen_controller_is_exactly_dkd_and_not_trainable() -> None:
     assert torch.equal(got, dkd(logits_only(zs), logits_only(zt), batch)["dkd"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("controller", ["adversarial", "cooperative", "frozen"])
 def test_thousand_sgd_steps_keep_weights_bounded_and_loss_finite(controller: str) -> None:
     """1,000 steps of the suites' SGD (lr 0.02, momentum 0.9, weight decay 5e-4) on fixed logits:

@@ -91,6 +91,7 @@ def train_every_method(teacher: torch.nn.Module, head: str, options: dict,
         assert any(not torch.equal(before[k], after[k]) for k in before), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", HEAD_NAMES)
 def test_every_head_trains_with_every_method(head: str, synthdrive_batches: list[dict]) -> None:
     """A teacher and a student with ``head`` (output stride 8 for the heads that read the
@@ -102,6 +103,7 @@ def test_every_head_trains_with_every_method(head: str, synthdrive_batches: list
     train_every_method(teacher, head, options, synthdrive_batches)
 
 
+@pytest.mark.slow
 def test_every_method_distils_across_heads_and_strides(synthdrive_batches: list[dict]) -> None:
     """A DeepLabV3 teacher at output stride 8 (logits at 1/8) into an FPN student at the
     backbone's own stride (logits at 1/4): the methods align the resolutions themselves."""

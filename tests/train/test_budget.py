@@ -112,6 +112,7 @@ def flops_suite(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return suite, results
 
 
+@pytest.mark.slow
 def test_under_a_flops_budget_a_costlier_method_trains_proportionally_fewer_steps(
     flops_suite,
     tmp_path: Path,  # noqa: ANN001
@@ -139,6 +140,7 @@ def test_under_a_flops_budget_a_costlier_method_trains_proportionally_fewer_step
     assert again["metrics"] == RunStore(results).load(cirkd.id)["metrics"]
 
 
+@pytest.mark.slow
 def test_the_matched_baseline_trains_as_long_as_the_costliest_method_spends(
     tmp_path: Path,
     flops_suite,  # noqa: ANN001
@@ -159,6 +161,7 @@ def test_the_matched_baseline_trains_as_long_as_the_costliest_method_spends(
     assert matched["steps"] == costliest // matched["flops_per_step"]["total"] > 4
 
 
+@pytest.mark.slow
 def test_a_seconds_budget_run_calibrates_once_and_a_rerun_trains_the_same_steps(
     tmp_path: Path,
     flops_suite,  # noqa: ANN001

@@ -18,15 +18,9 @@ from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.results import files
 from kdbench.results.store import RunStore
+from tests.suites import TRAIN, tiny
 
-SUITE = {
-    "name": "damaged",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 4, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+SUITE = tiny(name="damaged", train={**TRAIN, "steps": 4})
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +44,7 @@ def run_ids(suite: Path) -> dict[str, str]:
     return {s.method: s.id for s in load_suite(suite).runs}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage, reason",
     [
@@ -91,6 +86,7 @@ def test_a_damaged_record_is_reported_left_out_and_retrained(
     assert list(store.run_dir(kd).glob("record.json.corrupt-*"))  # the bad file kept aside
 
 
+@pytest.mark.slow
 def test_an_unwritable_results_folder_is_one_line_and_exit_2(
     tmp_path: Path, finished, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
@@ -140,6 +136,7 @@ class FullDisk:
         return File()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [2_000, 200_000])
 def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(
     tmp_path: Path, finished, budget: int,  # noqa: ANN001

@@ -26,6 +26,7 @@ from kdbench.launch.spawn import free_port
 from kdbench.results.store import RunStore
 from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm, process_group, shard
 from kdbench.train.run import train_run
+from tests.suites import TRAIN, tiny
 
 BATCH = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3 + 1
 UPSTREAM = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(1))
@@ -59,6 +60,7 @@ def _rank(rank: int, port: int, out: str) -> None:
         )
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_over_two_ranks_is_batchnorm_over_the_global_batch(tmp_path: Path) -> None:
     tmp_mp.spawn(_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     bn = norm_layer().train()
@@ -112,6 +114,7 @@ def _method_state(rank: int, port: int, out: str) -> None:
         torch.save(state(), f"{out}/rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_state_a_method_keeps_is_the_same_on_every_rank(tmp_path: Path) -> None:
     """CIRKD's memory queues, written from 2 ranks' halves of a batch, equal those the single
     process writes from the whole batch; ARFD's anchors, drawn from different data on each
@@ -144,20 +147,15 @@ def test_conversion_keeps_the_weights_names_and_timms_activation() -> None:
     torch.testing.assert_close(converted.eval()(x), expected)  # one process: plain batch norm
 
 
-TINY = {
-    "name": "ddp",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["mobilenetv3_small_050"],  # timm's norm-act layers
-    "methods": ["kd"],
-    "train": {"steps": 6, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "workers": 0},
-}
+TINY = tiny(name="ddp", students=["mobilenetv3_small_050"],  # timm's norm-act layers
+            methods=["kd"], train={**TRAIN, "log_every": 1, "workers": 0})
 
 
 def first_loss(results: Path, run_id: str) -> float:
     return json.loads(RunStore(results).history_path(run_id).read_text())[0]["loss"]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_the_run_of_one(tmp_path: Path) -> None:
     """``kdbench run`` with ``launch.tasks_per_node: 2``: 2 local ranks on the CPU (gloo) train
     the teacher and the kd student; against the same suite in one process, the first step's
@@ -190,6 +188,7 @@ def test_two_gloo_processes_train_the_run_of_one(tmp_path: Path) -> None:
         assert double["cost"]["device_hours"] > 0
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "odd.yaml"
     path.write_text(yaml.safe_dump({**TINY, "launch": {"tasks_per_node": 3}}))
@@ -203,6 +202,7 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path: P
     assert out.returncode == 2 and "expected --jobs 1" in out.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_rank_at_one_step_and_the_rerun_ends_as_an_unbroken_run(
     tmp_path: Path,
 ) -> None:

@@ -21,15 +21,9 @@ from kdbench.config import load_suite
 from kdbench.results.lease import LEASE, Lease, is_live
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import TRAIN, tiny
 
-SUITE = {
-    "name": "writers",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 20, "batch_size": 4, "log_every": 3, "checkpoint_every": 1},
-}
+SUITE = tiny(name="writers", train={**TRAIN, "steps": 20, "log_every": 3, "checkpoint_every": 1})
 SAME = ("id", "kind", "status", "axes", "config", "metrics", "best_val", "extra_params",
         "student_params")
 """Record fields that must not depend on how the run was scheduled, killed or resumed."""
@@ -69,6 +63,7 @@ def assert_same_results(results: Path, reference: Path) -> None:
         assert mode == {0o644}
 
 
+@pytest.mark.slow
 def test_four_processes_train_every_run_exactly_once(tmp_path: Path, reference) -> None:  # noqa: ANN001
     suite, ref = reference
     results = tmp_path / "shared"
@@ -104,6 +99,7 @@ def leased_run(results: Path, pid: int) -> Path | None:
     return None
 
 
+@pytest.mark.slow
 def test_random_kills_then_a_final_run_equal_an_uninterrupted_run(
     tmp_path: Path, reference  # noqa: ANN001
 ) -> None:
@@ -139,6 +135,7 @@ def foreign_lease(run_dir: Path, age_s: float) -> None:
         "heartbeat": time.time() - age_s}))
 
 
+@pytest.mark.slow
 def test_a_live_lease_is_left_alone_and_a_dead_one_taken_over(
     tmp_path: Path, reference, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
 ) -> None:
@@ -158,6 +155,7 @@ def test_a_live_lease_is_left_alone_and_a_dead_one_taken_over(
     assert record["metrics"] == RunStore(ref).load(teacher.id)["metrics"]
 
 
+@pytest.mark.slow
 def test_a_waiting_process_returns_the_holders_record(tmp_path: Path, reference,  # noqa: ANN001
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     suite_path, ref = reference

@@ -68,6 +68,7 @@ def test_samples_of_different_sizes_without_a_crop_are_a_user_error() -> None:
         next(iter(loader))
 
 
+@pytest.mark.slow
 def test_a_run_gives_identical_metrics_with_0_and_2_workers(tmp_path: Path) -> None:
     suite = {
         "name": "workers",
@@ -89,6 +90,7 @@ def test_a_run_gives_identical_metrics_with_0_and_2_workers(tmp_path: Path) -> N
     assert records[0]["eval_protocol"]["mode"] == "whole"
 
 
+@pytest.mark.slow
 def test_a_process_whose_run_stopped_with_live_workers_exits(tmp_path: Path) -> None:
     """A run stopped on request keeps its DataLoader workers alive in the exception's frames;
     the process must still exit (multiprocessing ends daemon workers with SIGTERM at exit, so

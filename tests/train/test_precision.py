@@ -77,6 +77,7 @@ def student_spec(suite, method: str, **train: object) -> RunSpec:  # noqa: ANN00
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "message"),
     [
@@ -104,6 +105,7 @@ def test_a_non_finite_loss_or_gradient_fails_the_run_at_that_step(
         assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bf16", "fp16"])
 def test_a_mixed_precision_run_completes_and_counts_skipped_steps(
     mode: str,

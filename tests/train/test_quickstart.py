@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kdbench.config import load_suite
 from kdbench.launch.local import LocalExecutor
 from kdbench.train.run import train_run
@@ -15,6 +17,7 @@ from kdbench.train.run import train_run
 QUICKSTART = Path(__file__).resolve().parents[2] / "suites" / "quickstart.yaml"
 
 
+@pytest.mark.slow
 def test_rgbx_teacher_beats_the_rgb_student_by_5_miou(tmp_path: Path) -> None:
     suite = load_suite(QUICKSTART, ["seeds=[0]", "methods=[none]"])
     records = LocalExecutor().run(suite.waves, tmp_path, train_run)

@@ -18,6 +18,7 @@ from kdbench.train.run import train_run
 from .test_run import TINY
 
 
+@pytest.mark.slow
 def test_trace_lists_every_cells_runs_and_their_command_reproduces_them(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

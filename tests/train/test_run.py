@@ -17,15 +17,9 @@ from kdbench.config import RunSpec, load_suite
 from kdbench.registry import METHODS
 from kdbench.results.store import RunStore
 from kdbench.train.run import train_run
+from tests.suites import tiny
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "datasets": {"synthdrive": {"size": [32, 64], "train_samples": 16, "eval_samples": 8}},
-    "students": ["test_resnet"],
-    "methods": ["none", "kd"],
-    "train": {"steps": 6, "batch_size": 4, "log_every": 2, "checkpoint_every": 2},
-}
+TINY = tiny()
 
 
 def tiny_suite(tmp_path: Path, **changes: object):  # noqa: ANN201
@@ -57,6 +51,7 @@ def teacher_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, obj
     return results, suite
 
 
+@pytest.mark.slow
 def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results) -> None:  # noqa: ANN001
     results, suite = teacher_results
     kd = next(s for s in suite.students if s.method == "kd")
@@ -72,6 +67,7 @@ def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results)
     assert [h["loss"] for h in curves[0]] == [h["loss"] for h in curves[1]]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, teacher_results) -> None:  # noqa: ANN001
     results, suite = teacher_results
     kd = next(s for s in suite.students if s.method == "kd")
@@ -92,6 +88,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, teacher_resu
     assert [s["step"] for s in resumed["sessions"]] == [0, 2]
 
 
+@pytest.mark.slow
 def test_a_complete_run_is_not_trained_again(teacher_results) -> None:  # noqa: ANN001
     results, suite = teacher_results
     (teacher,) = suite.teachers
@@ -101,6 +98,7 @@ def test_a_complete_run_is_not_trained_again(teacher_results) -> None:  # noqa: 
     assert path.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_a_garbage_checkpoint_is_moved_aside_and_the_run_retrained(
     tmp_path: Path, teacher_results, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
 ) -> None:
@@ -117,6 +115,7 @@ def test_a_garbage_checkpoint_is_moved_aside_and_the_run_retrained(
     assert "corrupt or unreadable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if n != "none"])
 def test_every_method_trains_end_to_end(name: str, teacher_results) -> None:  # noqa: ANN001
     results, suite = teacher_results
@@ -142,6 +141,7 @@ def kdbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_suite_then_skips_it_and_resumes_after_a_kill(tmp_path: Path) -> None:
     suite = tmp_path / "tiny.yaml"
     suite.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 40,
@@ -171,6 +171,7 @@ def test_cli_runs_a_suite_then_skips_it_and_resumes_after_a_kill(tmp_path: Path)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_and_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY, "train": {"stepz": 3}}))

@@ -62,6 +62,7 @@ def test_the_held_out_part_is_of_the_training_split_and_shares_no_sample_with_ev
         held_out(20, 1.0, 0)
 
 
+@pytest.mark.slow
 def test_every_method_gets_the_same_trials_and_trains_with_the_best(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     suite_data = {**TINY, "methods": ["none", "kd", "cwd"], "tune": {"trials": 2, "split": 0.25},
