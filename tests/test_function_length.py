@@ -32,7 +32,8 @@ def lengths(source: str, name: str) -> list[tuple[str, int]]:
 
 
 def too_long(root: Path) -> list[str]:
-    """``module.function: N lines`` for every function over :data:`LIMIT` lines, longest first."""
+    """``module.function: N lines`` for every function over :data:`LIMIT` lines, longest first
+    (then by name)."""
     found = [
         (lines, f"{path.relative_to(root).with_suffix('').as_posix().replace('/', '.')}:"
                 f"{qualified}: {lines} lines")
@@ -41,7 +42,7 @@ def too_long(root: Path) -> list[str]:
         for qualified, lines in lengths(path.read_text(), path.name)
         if lines > LIMIT
     ]
-    return [text for _, text in sorted(found, key=lambda item: -item[0])]
+    return [text for _, text in sorted(found, key=lambda item: (-item[0], item[1]))]
 
 
 def test_no_function_is_over_the_limit() -> None:
