@@ -10,9 +10,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.results import files
 from kdbench.results.store import RunStore
+from tests.results.small_disk import small_file_system
 
 SUITE = {
     "name": "damaged",
@@ -169,24 +167,6 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(
     monkeypatch.undo()
     assert main(["run", str(suite), "--results", str(results)]) == 0  # space again: it finishes
     assert store.load(ids["kd"])["status"] == "complete"
-
-
-@contextmanager
-def small_file_system(folder: Path, size: int) -> Iterator[Path]:
-    """A real tmpfs of ``size`` bytes (rounded up to pages) mounted on ``folder``; skips the test
-    where this machine does not allow mounting (CI runs as root and does)."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True, text=True,
-    ) if shutil.which("mount") else None
-    if mounted is None or mounted.returncode != 0:
-        reason = mounted.stderr.strip() if mounted is not None else "no mount command"
-        pytest.skip(f"cannot mount a {size}-byte tmpfs here (root only): {reason}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def used_bytes(folder: Path) -> int:
