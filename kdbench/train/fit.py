@@ -18,11 +18,10 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
-from kdbench.train import state as checkpoints
 from kdbench.train.context import Stopped, stop_requested
 from kdbench.train.distributed import agreed_stop, current, writer_first
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
-from kdbench.train.state import TrainState
+from kdbench.train.state import TrainState, save
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -72,9 +71,7 @@ def fit(run: Fit, batches: Iterator[dict[str, torch.Tensor]]) -> None:
             with writer_first():  # the other ranks go on (or stop) once it is written
                 if current().writer:
                     elapsed = state.elapsed + time.perf_counter() - run.started
-                    checkpoints.save(
-                        run.checkpoint, state, run.models, run.optimizer, run.scaler, elapsed
-                    )
+                    save(run.checkpoint, state, run.models, run.optimizer, run.scaler, elapsed)
         if reason:
             raise Stopped(reason, step)
 
