@@ -86,7 +86,7 @@ SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 @pytest.mark.usefixtures("shipped_data_roots")
 def test_the_cityscapes_suite_is_cirkds_recipe() -> None:
-    from kdbench.train.run import build_model
+    from kdbench.train.build import build_model
 
     s = load_suite(SUITES / "cityscapes.yaml")
     student = next(r for r in s.students if r.method == "cirkd")

@@ -149,86 +149,47 @@ def _vegetation_albedo(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.6, 1.3) * rng.uniform([0.15, 0.3, 0.08], [0.35, 0.5, 0.25])
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """Draw one scene (layout in the module docstring) from ``rng``."""
-    h = CAMERA_HEIGHT
-    lane_w, lanes = rng.uniform(3.0, 3.6), int(rng.integers(2, 5))
-    left = -(int(rng.integers(lanes)) + 0.5) * lane_w + rng.uniform(-0.4, 0.4)
-    edges = {-1: left, 1: left + lanes * lane_w}  # road edge on each side (side -1 = left)
-    prims: list[tuple[tuple[float, ...], tuple[float, ...], int, np.ndarray, bool]] = []
-    cars: list[tuple[float, float, float, float]] = []  # x0, x1, z0, z1 footprints
+class _Primitives:
+    """The boxes and spheres of a scene being drawn, and the footprints of its cars."""
 
-    def add(x: tuple[float, float], y: tuple[float, float], z: tuple[float, float], label: int,
-            albedo: np.ndarray, sphere: bool = False) -> None:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.items: list[tuple[tuple[float, ...], tuple[float, ...], int, np.ndarray, bool]] = []
+        self.cars: list[tuple[float, float, float, float]] = []  # x0, x1, z0, z1 footprints
+
+    def add(self, x: tuple[float, float], y: tuple[float, float], z: tuple[float, float],
+            label: int, albedo: np.ndarray, sphere: bool = False) -> None:
         """Append the box with corners (x[0], y[0], z[0]) and (x[1], y[1], z[1]), any order."""
-        prims.append((tuple(map(min, (x, y, z))), tuple(map(max, (x, y, z))), label, albedo,
-                      sphere))
+        self.items.append((tuple(map(min, (x, y, z))), tuple(map(max, (x, y, z))), label,
+                           albedo, sphere))
 
-    def add_car(x_centre: float, z0: float) -> None:
+    def add_car(self, x_centre: float, z0: float) -> None:
+        """A car centred on ``x_centre`` from depth ``z0`` on, unless it would overlap another
+        car or stand on the camera."""
+        rng, h = self.rng, CAMERA_HEIGHT
         width, height, length = rng.uniform(1.6, 2.0), rng.uniform(1.35, 1.8), rng.uniform(3.8, 5)
         x0, x1, z1 = x_centre - width / 2, x_centre + width / 2, z0 + length
         overlaps = any(x0 < b1 + 0.3 and b0 < x1 + 0.3 and z0 < d1 + 0.5 and d0 < z1 + 0.5
-                       for b0, b1, d0, d1 in cars)
+                       for b0, b1, d0, d1 in self.cars)
         if overlaps or (x0 < 1.2 and x1 > -1.2 and z0 < 3.0):
             return
-        cars.append((x0, x1, z0, z1))
-        add((x0, x1), (h - height, h), (z0, z1), CAR, _car_albedo(rng))
+        self.cars.append((x0, x1, z0, z1))
+        self.add((x0, x1), (h - height, h), (z0, z1), CAR, _car_albedo(rng))
 
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    """Draw one scene (layout in the module docstring) from ``rng``."""
+    lane_w, lanes = rng.uniform(3.0, 3.6), int(rng.integers(2, 5))
+    left = -(int(rng.integers(lanes)) + 0.5) * lane_w + rng.uniform(-0.4, 0.4)
+    edges = {-1: left, 1: left + lanes * lane_w}  # road edge on each side (side -1 = left)
+    prims = _Primitives(rng)
     for _ in range(int(rng.integers(0, 9))):
         lane = int(rng.integers(lanes))
-        add_car(left + (lane + 0.5) * lane_w + rng.uniform(-0.3, 0.3), rng.uniform(4, 60))
+        prims.add_car(left + (lane + 0.5) * lane_w + rng.uniform(-0.3, 0.3), rng.uniform(4, 60))
     for side, edge in edges.items():
-        top = h - rng.uniform(0.08, 0.22)  # Y of the sidewalk surface: the curb height above
-        add((edge, edge + side * 300.0), (top, h + 1), (-50, _FAR), SIDEWALK, _grey(rng, 0.3, 0.62))
-        if rng.random() < 0.5:  # parked cars along this curb
-            z = rng.uniform(2, 10)
-            while z < 60:
-                if rng.random() < 0.7:
-                    add_car(edge - side * rng.uniform(1.0, 1.3), z)
-                z += rng.uniform(5, 9)
-        facade = edge + side * rng.uniform(1.5, 5.0)
-        z = rng.uniform(-15, 0)
-        while z < 150:  # a row of buildings, hedges in some gaps
-            length = rng.uniform(8, 30)
-            front = facade + side * rng.uniform(0, 1.5)
-            kind = rng.random()  # 80 % building, 12 % hedge, 8 % gap
-            if kind < 0.92:  # standing 5 cm into the sidewalk slab: no coplanar faces
-                building = kind < 0.8
-                back = rng.uniform(8, 20) if building else rng.uniform(1, 3)
-                height = rng.uniform(4, 22) if building else rng.uniform(0.8, 2.5)
-                add((front, front + side * back), (top - height, top + 0.05), (z, z + length),
-                    BUILDING if building else VEGETATION,
-                    _building_albedo(rng) if building else _vegetation_albedo(rng))
-            z += length + rng.uniform(0, 3)
-        if rng.random() < 0.8:  # poles
-            z = rng.uniform(3, 12)
-            while z < 80:
-                x, half = edge + side * rng.uniform(0.3, 0.7), rng.uniform(0.08, 0.15)
-                add((x - half, x + half), (top - rng.uniform(4, 8), top + 0.05),
-                    (z - half, z + half), POLE, _grey(rng, 0.3, 0.65))
-                z += rng.uniform(12, 30)
-        if rng.random() < 0.6:  # trees: a trunk and a spherical crown
-            z = rng.uniform(5, 15)
-            while z < 80:
-                x, trunk, radius = edge + side * rng.uniform(0.9, 1.5), rng.uniform(1.8, 3.0), \
-                    rng.uniform(1.0, 2.2)
-                albedo = _vegetation_albedo(rng)
-                add((x - 0.15, x + 0.15), (top - trunk, top + 0.05), (z - 0.15, z + 0.15),
-                    VEGETATION, 0.6 * albedo)
-                y = top - trunk - 0.6 * radius
-                add((x - radius, x + radius), (y - radius, y + radius), (z - radius, z + radius),
-                    VEGETATION, albedo, sphere=True)
-                z += rng.uniform(8, 20)
-
-    elevation, azimuth = np.radians(rng.uniform(20, 70)), rng.uniform(0, 2 * np.pi)
-    sun = np.array([np.cos(elevation) * np.sin(azimuth), -np.sin(elevation),
-                    np.cos(elevation) * np.cos(azimuth)])
-    if rng.random() < 0.4:  # overcast
-        sky_horizon = sky_zenith = _grey(rng, 0.55, 0.9, tint=0.02)
-    else:
-        sky_horizon = rng.uniform([0.65, 0.72, 0.8], [0.85, 0.9, 0.95])
-        sky_zenith = rng.uniform([0.2, 0.35, 0.65], [0.45, 0.6, 0.9])
-    lo, hi, label, albedo, sphere = zip(*prims, strict=True)
+        _roadside(prims, side, edge)
+    sun, sky_horizon, sky_zenith = _light(rng)
+    lo, hi, label, albedo, sphere = zip(*prims.items, strict=True)
     return Scene(
         yaw=float(np.radians(rng.uniform(-8, 8))),
         lo=np.stack(lo),
@@ -248,6 +209,75 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         blotch=float(rng.uniform(0.05, 0.25)),
         grain=float(rng.uniform(0.02, 0.08)),
     )
+
+
+def _roadside(prims: _Primitives, side: int, edge: float) -> None:
+    """One side of the road beyond its ``edge`` (side -1 = left): the sidewalk, parked cars
+    along the curb, a row of buildings and hedges, poles, trees."""
+    rng, h = prims.rng, CAMERA_HEIGHT
+    top = h - rng.uniform(0.08, 0.22)  # Y of the sidewalk surface: the curb height above
+    prims.add((edge, edge + side * 300.0), (top, h + 1), (-50, _FAR), SIDEWALK,
+              _grey(rng, 0.3, 0.62))
+    if rng.random() < 0.5:  # parked cars along this curb
+        z = rng.uniform(2, 10)
+        while z < 60:
+            if rng.random() < 0.7:
+                prims.add_car(edge - side * rng.uniform(1.0, 1.3), z)
+            z += rng.uniform(5, 9)
+    _buildings(prims, side, edge, top)
+    if rng.random() < 0.8:  # poles
+        z = rng.uniform(3, 12)
+        while z < 80:
+            x, half = edge + side * rng.uniform(0.3, 0.7), rng.uniform(0.08, 0.15)
+            prims.add((x - half, x + half), (top - rng.uniform(4, 8), top + 0.05),
+                      (z - half, z + half), POLE, _grey(rng, 0.3, 0.65))
+            z += rng.uniform(12, 30)
+    if rng.random() < 0.6:  # trees: a trunk and a spherical crown
+        z = rng.uniform(5, 15)
+        while z < 80:
+            x, trunk, radius = edge + side * rng.uniform(0.9, 1.5), rng.uniform(1.8, 3.0), \
+                rng.uniform(1.0, 2.2)
+            albedo = _vegetation_albedo(rng)
+            prims.add((x - 0.15, x + 0.15), (top - trunk, top + 0.05), (z - 0.15, z + 0.15),
+                      VEGETATION, 0.6 * albedo)
+            y = top - trunk - 0.6 * radius
+            prims.add((x - radius, x + radius), (y - radius, y + radius),
+                      (z - radius, z + radius), VEGETATION, albedo, sphere=True)
+            z += rng.uniform(8, 20)
+
+
+def _buildings(prims: _Primitives, side: int, edge: float, top: float) -> None:
+    """A row of buildings along one side, hedges in some gaps, set back from the ``edge``;
+    ``top`` is the sidewalk's Y."""
+    rng = prims.rng
+    facade = edge + side * rng.uniform(1.5, 5.0)
+    z = rng.uniform(-15, 0)
+    while z < 150:
+        length = rng.uniform(8, 30)
+        front = facade + side * rng.uniform(0, 1.5)
+        kind = rng.random()  # 80 % building, 12 % hedge, 8 % gap
+        if kind < 0.92:  # standing 5 cm into the sidewalk slab: no coplanar faces
+            building = kind < 0.8
+            back = rng.uniform(8, 20) if building else rng.uniform(1, 3)
+            height = rng.uniform(4, 22) if building else rng.uniform(0.8, 2.5)
+            prims.add((front, front + side * back), (top - height, top + 0.05), (z, z + length),
+                      BUILDING if building else VEGETATION,
+                      _building_albedo(rng) if building else _vegetation_albedo(rng))
+        z += length + rng.uniform(0, 3)
+
+
+def _light(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sun's direction and the sky's colour at the horizon and the zenith (overcast: one
+    grey)."""
+    elevation, azimuth = np.radians(rng.uniform(20, 70)), rng.uniform(0, 2 * np.pi)
+    sun = np.array([np.cos(elevation) * np.sin(azimuth), -np.sin(elevation),
+                    np.cos(elevation) * np.cos(azimuth)])
+    if rng.random() < 0.4:  # overcast
+        sky_horizon = sky_zenith = _grey(rng, 0.55, 0.9, tint=0.02)
+    else:
+        sky_horizon = rng.uniform([0.65, 0.72, 0.8], [0.85, 0.9, 0.95])
+        sky_zenith = rng.uniform([0.2, 0.35, 0.65], [0.45, 0.6, 0.9])
+    return sun, sky_horizon, sky_zenith
 
 
 def _smooth_noise(rng: np.random.Generator, size: tuple[int, int], cells: tuple[int, int]

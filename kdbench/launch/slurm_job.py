@@ -37,8 +37,8 @@ from typing import Any
 from submitit.helpers import Checkpointable
 
 from kdbench.launch.base import RunFn, failed_record
-from kdbench.launch.context import Stopped, slurm_job_id, slurm_restarts, stop_on
 from kdbench.results.store import RunStore, write_json_atomic
+from kdbench.train.context import Stopped, slurm_job_id, slurm_restarts, stop_on
 
 WARNING_SIGNAL = signal.SIGUSR2
 """The signal submitit asks SLURM to send ``signal_margin_s`` before the time limit."""

@@ -13,7 +13,7 @@ fails the run it held, and a new worker takes its CPUs.
 
 Progress: each worker sends its run's progress to this process, which prints the same lines
 as the in-process executor. Ctrl-C (SIGINT to the terminal's process group) asks every worker
-to checkpoint its run at the next step boundary and exit (:mod:`kdbench.launch.context`); this
+to checkpoint its run at the next step boundary and exit (:mod:`kdbench.train.context`); this
 process waits for them (at most ``STOP_WAIT_S``, then kills them) and raises
 KeyboardInterrupt, so ``kdbench run`` says, as before, that finished runs are kept and that
 running it again resumes.
@@ -83,7 +83,7 @@ def _worker(
     results_dir: str,
 ) -> None:
     """A worker process: pin itself, then train the specs it is sent until it is sent None."""
-    from kdbench.launch.context import Stopped, stop_on
+    from kdbench.train.context import Stopped, stop_on
 
     if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere workers are not pinned
         os.sched_setaffinity(0, cpus)

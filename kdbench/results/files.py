@@ -10,6 +10,7 @@ naming the path and the cause, which the CLI prints before exiting with code 2.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -25,13 +26,49 @@ FILE_MODE = 0o644
 
 TEMP_SUFFIX = ".tmp"
 
+FULL_BELOW = 1 << 20
+"""Bytes left on a file system under which a failed write counts as a full disk."""
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 class StorageError(KdbenchError):
     """The results folder cannot be written (permission, full disk, read-only file system)."""
 
 
 def storage_error(path: Path, exc: OSError) -> StorageError:
+    if exc.errno in NO_SPACE:
+        return StorageError(f"{path}: cannot write: no space left on device")
     return StorageError(f"{path}: cannot write: {exc.strerror or exc}")
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether the failed write ``exc`` into ``folder`` met a full disk: ``ENOSPC`` or
+    ``EDQUOT`` in its chain (``__cause__`` and ``__context__``), or, where ``exc`` is no
+    ``OSError`` (which carries its own errno), less than :data:`FULL_BELOW` bytes available on
+    ``folder``'s file system."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError) and link.errno in NO_SPACE:
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    if isinstance(exc, OSError):
+        return False
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < FULL_BELOW
+
+
+def _write_error(path: Path, exc: BaseException) -> StorageError | None:
+    """The :class:`StorageError` a failed write of ``path`` is, or None (not a storage
+    problem: a bug or an interrupt, raised as it is)."""
+    if isinstance(exc, Exception) and not isinstance(exc, KdbenchError):
+        if disk_full(exc, path.parent):
+            return storage_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    return storage_error(path, exc) if isinstance(exc, OSError) else None
 
 
 @contextmanager
@@ -51,9 +88,10 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException as exc:
+        error = _write_error(path, exc)  # before the partial file goes: it fills the disk
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise storage_error(path, exc) from None
+        if error is not None:
+            raise error from None
         raise
 
 

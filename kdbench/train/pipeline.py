@@ -113,7 +113,7 @@ when the process exits."""
 def start(loader: DataLoader) -> Iterator[Any]:
     """``iter(loader)`` with the stop signals blocked while its workers start.
 
-    The training process alone decides how to stop (:mod:`kdbench.launch.context`: checkpoint
+    The training process alone decides how to stop (:mod:`kdbench.train.context`: checkpoint
     at the next step boundary). A worker started while the signals are blocked keeps them
     blocked (a forked or spawned child inherits the signal mask), so the Ctrl-C that reaches
     the whole process group, or SLURM's warning before a time limit, cannot kill it and fail

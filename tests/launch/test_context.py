@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import kdbench.train.run as run_module
+import kdbench.train.fit as fit_module
 from kdbench.config import load_suite
-from kdbench.launch import context
 from kdbench.results.store import RunStore
+from kdbench.train import context
 from kdbench.train.run import train_run
 from tests.suites import TRAIN, tiny
 
@@ -53,7 +53,7 @@ def test_a_stopped_run_resumes_exactly(
     store = RunStore(stopped_dir)
     os.symlink(RunStore(reference_dir).run_dir(teacher.id), store.run_dir(teacher.id))
 
-    monkeypatch.setattr(run_module, "stop_requested", stop_at(5))
+    monkeypatch.setattr(fit_module, "stop_requested", stop_at(5))
     with pytest.raises(context.Stopped) as stopped:
         train_run(kd, stopped_dir)
     assert stopped.value.step == 5  # neither a log step (4, 8) nor a checkpoint step (6)
@@ -62,7 +62,7 @@ def test_a_stopped_run_resumes_exactly(
     assert [a["outcome"] for a in record["attempts"]] == ["stopped"]
     assert store.checkpoint_path(kd.id).exists()
 
-    monkeypatch.setattr(run_module, "stop_requested", lambda: None)
+    monkeypatch.setattr(fit_module, "stop_requested", lambda: None)
     resumed = train_run(kd, stopped_dir)
     assert resumed["resumed_from"] == [5]
     assert resumed["metrics"] == reference["metrics"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.results import files
 from kdbench.results.store import RunStore
+from tests.results.small_disk import small_file_system
 from tests.suites import TRAIN, tiny
 
 SUITE = tiny(name="damaged", train={**TRAIN, "steps": 4})
@@ -154,7 +156,7 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(
     code = main(["run", str(suite), "--results", str(results)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1].startswith("kdbench: error: ") and "No space left on device" in err[-1]
+    assert err[-1].startswith("kdbench: error: ") and "no space left on device" in err[-1]
     assert str(results) in err[-1]
     assert not list(results.rglob("*.tmp")), "a temporary file was left"
     assert {m: store.load(ids[m]) for m in kept} == kept  # nothing lost of the others
@@ -162,3 +164,36 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(
     monkeypatch.undo()
     assert main(["run", str(suite), "--results", str(results)]) == 0  # space again: it finishes
     assert store.load(ids["kd"])["status"] == "complete"
+
+
+def used_bytes(folder: Path) -> int:
+    """What the files under ``folder`` take on a file system of 4 KiB pages."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_exit_2_and_leaves_no_partial_file(
+    tmp_path: Path, finished, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    """On a tmpfs holding the finished runs and half of kd's weights, torch.save meets the full
+    disk (it says so in its own words: "unexpected pos ..."); the run ends as promised."""
+    suite, done = finished
+    ids = run_ids(suite)
+    weights = (RunStore(done).run_dir(ids["kd"]) / "model.pt").stat().st_size
+    kept = {m: RunStore(done).load(i) for m, i in ids.items() if m != "kd"}
+    size = used_bytes(done) + weights // 2 + 8 * 4096  # room for records, not for kd's weights
+    with small_file_system(tmp_path / "disk", size) as disk:
+        results = copy_of(done, disk / "res")
+        store = RunStore(results)
+        shutil.rmtree(store.run_dir(ids["kd"]))  # kd must be trained again
+        capsys.readouterr()
+        code = main(["run", str(suite), "--results", str(results)])
+        err = capsys.readouterr().err.strip().splitlines()
+        print(f"on a {size}-byte tmpfs: exit {code}: {err[-1]}")
+        assert code == 2
+        assert err[-1].startswith("kdbench: error: ") and "no space left" in err[-1]
+        assert str(store.run_dir(ids["kd"])) in err[-1]
+        assert not list(results.rglob("*.tmp")), "a partial file was left"
+        assert not (store.run_dir(ids["kd"]) / "model.pt").exists()
+        assert {m: store.load(ids[m]) for m in kept} == kept  # finished records untouched
+        assert store.status(ids["kd"]) != "complete"

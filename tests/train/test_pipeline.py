@@ -107,7 +107,7 @@ def test_a_process_whose_run_stopped_with_live_workers_exits(tmp_path: Path) -> 
     code = (
         "import sys\n"
         "from kdbench.config import load_suite\n"
-        "from kdbench.launch import context\n"
+        "from kdbench.train import context\n"
         "from kdbench.train.run import train_run\n"
         f"(teacher,) = load_suite({str(suite)!r}).teachers\n"
         "context.request_stop('TEST')\n"

@@ -1,0 +1,145 @@
+"""Building a run: its device, data sets, model, method, frozen teacher and optimizer."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import torch
+
+from kdbench.config import RunSpec
+from kdbench.data.holdout import PARTS, HoldOut
+from kdbench.errors import KdbenchError
+from kdbench.method import MethodSet, build_method
+from kdbench.models.student import Segmenter
+from kdbench.registry import DATASETS, TEACHERS
+from kdbench.results.store import RunStore
+from kdbench.train import checkpoint
+from kdbench.train.distributed import convert_sync_batchnorm, current
+from kdbench.train.loop import Models
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA where present, else the CPU; ``cuda`` without a GPU is a user error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KdbenchError("device: 'cuda' requested but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build_datasets(spec: RunSpec) -> tuple[Any, Any]:
+    """The train and eval splits of the run's data set (shared by the runs of one process); for
+    a tuning trial the fit and held-out parts of the training split instead."""
+    train, evaluation = _datasets(spec.dataset, json.dumps(spec.dataset_options, sort_keys=True))
+    holdout = spec.train.get("holdout")
+    if holdout:
+        return tuple(HoldOut(train, holdout["split"], part, holdout["seed"]) for part in PARTS)
+    return train, evaluation
+
+
+@functools.lru_cache(maxsize=2)
+def _datasets(name: str, options: str) -> tuple[Any, Any]:
+    cls = DATASETS.get(name)
+    return cls("train", **json.loads(options)), cls("eval", **json.loads(options))
+
+
+def build_model(
+    spec: RunSpec, num_classes: int, x_channels: int, *, weights: bool = True
+) -> torch.nn.Module:
+    """The run's model; ``weights=False`` skips the pretrained weights (a checkpoint follows)."""
+    model = spec.model
+    head = {"head": model["head"]["name"], "head_options": model["head"]["options"]}
+    pretrained = model["pretrained"] if weights else None
+    if spec.kind == "teacher":
+        return TEACHERS.get(model["kind"])(
+            model["backbone"],
+            num_classes,
+            x_channels,
+            x_backbone=model["x_backbone"],
+            decoder_channels=model["decoder_channels"],
+            pretrained=pretrained,
+            **head,
+        )
+    return Segmenter(
+        model["backbone"],
+        num_classes,
+        decoder_channels=model["decoder_channels"],
+        pretrained=pretrained,
+        **head,
+    )
+
+
+def load_teacher(
+    store: RunStore, teacher: RunSpec, num_classes: int, x_channels: int
+) -> torch.nn.Module:
+    """The trained, frozen teacher of a student run (from the teacher run's ``model.pt``)."""
+    record = store.load(teacher.id)
+    if record is None or record.get("status") != "complete":
+        raise KdbenchError(
+            f"teacher run {teacher.id} is not complete; run the suite's teachers first"
+        )
+    model = build_model(teacher, num_classes, x_channels, weights=False)
+    model.load_state_dict(checkpoint.load(store.run_dir(teacher.id) / "model.pt")["model"])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
+    """A student's teacher spec, rebuilt from the teacher's record in the store."""
+    record = store.load(spec.teacher_id or "")
+    if record is None:
+        raise KdbenchError(f"teacher run {spec.teacher_id} has no record in {store.root}")
+    return RunSpec.from_dict(record["config"])
+
+
+def build_models(
+    spec: RunSpec, store: RunStore, device: torch.device
+) -> tuple[Any, Any, Models]:
+    """The data sets and models of a run: the trained model, its method and, for a student
+    whose method reads the teacher, the frozen teacher."""
+    torch.manual_seed(spec.seed)
+    train_set, eval_set = build_datasets(spec)
+    model = build_model(spec, train_set.num_classes, train_set.x_channels)
+    if current().world > 1:
+        model = convert_sync_batchnorm(model)
+    teacher = None
+    if spec.kind != "teacher" and spec.method_terms:  # the baseline never runs its teacher
+        teacher = load_teacher(
+            store, teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
+        )
+    method: MethodSet = build_method(
+        list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None
+    )
+    if current().world > 1:  # its projectors' batch norm (CIRKD's) sees the global batch too
+        method = convert_sync_batchnorm(method)
+    fmt = torch.channels_last if spec.train["channels_last"] else torch.contiguous_format
+    for module in (model, method, teacher):
+        if module is not None:
+            module.to(device, memory_format=fmt)
+    models = Models(
+        model,
+        method,
+        teacher if method.taps else None,
+        uses_x=spec.kind == "teacher",
+        aux_weight=model.aux_weight,
+    )
+    return train_set, eval_set, models
+
+
+def trainable(models: Models) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: the trained model's and the method's."""
+    return [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
+
+
+def optimizer(models: Models, train: dict[str, Any]) -> torch.optim.Optimizer:
+    """The run's optimizer (``train.optimizer``) over :func:`trainable` ``models``."""
+    params = trainable(models)
+    if train["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+    return torch.optim.SGD(
+        params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
+    )

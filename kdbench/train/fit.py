@@ -1,0 +1,139 @@
+"""The training loop of one session of a run: steps, history, evaluation schedule, checkpoints.
+
+The loop starts at the restored step and runs to the resolved total. After every step: a
+history entry every ``log_every`` steps (the losses averaged since the last one, so that a
+resumed curve equals an unbroken one), an evaluation every ``eval_every`` steps (the best one
+kept as ``best``), a checkpoint every ``checkpoint_every`` steps, and, when a stop was requested
+(:mod:`kdbench.train.context`), a checkpoint at this step boundary and :class:`Stopped`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdbench.config import RunSpec
+from kdbench.train.context import Stopped, stop_requested
+from kdbench.train.distributed import agreed_stop, current, writer_first
+from kdbench.train.loop import Models, lr_factor, to_device, train_step
+from kdbench.train.state import TrainState, save
+
+Progress = Callable[[RunSpec, dict[str, Any]], None]
+"""Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
+
+HEADLINE = ("miou", "mfsc", "pixel_acc")
+"""The metrics a scheduled evaluation keeps in the history."""
+
+
+@dataclass
+class Fit:
+    """One session of a run, built and restored, ready to train."""
+
+    spec: RunSpec
+    models: Models
+    """The built models (checkpointed and evaluated)."""
+    stepping: Models
+    """What the step calls: under data parallelism, synchronised wrappers of :attr:`models`."""
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    state: TrainState
+    total: int
+    """The resolved step count of the run."""
+    per_epoch: int
+    checkpoint: Path
+    evaluate: Callable[[], dict[str, Any]]
+    progress: Progress | None
+    started: float
+    """``time.perf_counter()`` when this session began (its wall time is added to the state's)."""
+
+
+def fit(run: Fit, batches: Iterator[dict[str, torch.Tensor]]) -> None:
+    """Train ``run`` from its state's step to its total on ``batches`` (one batch per step)."""
+    cfg, state, total = run.spec.train, run.state, run.total
+    since = (time.perf_counter(), state.step)  # for the progress ETA
+    while state.step < total:
+        lr = _set_lr(run, state.step)
+        data = to_device(next(batches), run.device, cfg["channels_last"])
+        _step(run, data)
+        step = state.step
+        if step % cfg["log_every"] == 0 or step == total:
+            _log(run, lr, since)
+        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < total:
+            _evaluate_during(run)
+        reason = agreed_stop(stop_requested()) if step < total else None
+        if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
+            with writer_first():  # the other ranks go on (or stop) once it is written
+                if current().writer:
+                    elapsed = state.elapsed + time.perf_counter() - run.started
+                    save(run.checkpoint, state, run.models, run.optimizer, run.scaler, elapsed)
+        if reason:
+            raise Stopped(reason, step)
+
+
+def _set_lr(run: Fit, step: int) -> float:
+    """Set the optimizer's learning rate for ``step`` by the run's schedule; return it."""
+    cfg = run.spec.train
+    lr = cfg["lr"] * lr_factor(cfg["schedule"], step, run.total, cfg["warmup_steps"])
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _step(run: Fit, data: dict[str, torch.Tensor]) -> None:
+    """One training step; its losses join the window, its time the state's."""
+    state = run.state
+    t0 = time.perf_counter()
+    losses, skipped = train_step(
+        run.stepping, data, state.step, run.total, run.spec.seed, run.spec.train,
+        run.optimizer, run.scaler, run.device,
+    )
+    state.window.append(losses)
+    state.skipped_steps += skipped
+    state.step_times.append(time.perf_counter() - t0)
+    state.step_time += state.step_times[-1]
+    state.step += 1
+
+
+def _log(run: Fit, lr: float, since: tuple[float, int]) -> None:
+    """Add a history entry for the window of steps since the last one; report progress."""
+    state, step = run.state, run.state.step
+    state.history.append(log_entry(state.window, step, step / run.per_epoch, lr))
+    state.window.clear()
+    if run.progress is None:
+        return
+    per_step = (time.perf_counter() - since[0]) / (step - since[1])
+    run.progress(
+        run.spec,
+        {
+            "step": step,
+            "total": run.total,
+            "epoch": step // run.per_epoch + 1,
+            "loss": state.history[-1]["loss"],
+            "eta_s": per_step * (run.total - step),
+        },
+    )
+
+
+def log_entry(
+    window: list[dict[str, float]], step: int, epoch: float, lr: float
+) -> dict[str, Any]:
+    """One history entry: the losses averaged over the steps since the last entry."""
+    mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    loss = mean.pop("loss")
+    return {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+
+
+def _evaluate_during(run: Fit) -> None:
+    """A scheduled evaluation: its headline joins the history, the best one is kept."""
+    state = run.state
+    metrics = run.evaluate()
+    headline = {k: metrics[k] for k in HEADLINE}
+    state.history.append({"step": state.step, "eval": headline})
+    if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
+        state.best = {"step": state.step, **headline}
