@@ -18,7 +18,7 @@ from kdbench.errors import KdbenchError
 from kdbench.figure import choose_runs, disagreement, make_figure, palette
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
-from kdbench.train.run import build_datasets, build_model
+from kdbench.train.build import build_datasets, build_model
 
 SUITE = {
     "name": "figure",

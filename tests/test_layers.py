@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "suite_cache"),
     ("train",),
     ("launch",),
-    ("reproduce", "report", "cli"),
+    ("reproduce", "export", "figure", "report", "cli"),
 )
 """Bottom first: the top-level modules and subpackages of ``kdbench`` (``kdbench`` itself is the
 package's ``__init__``) and the ``methods`` package, by layer."""

@@ -12,7 +12,7 @@ import torch
 
 from kdbench.cli import main
 from kdbench.config import load_suite
-from kdbench.train.run import build_model
+from kdbench.train.build import build_model
 from tests.data.rgbx import train_teacher_and_kd
 from tests.data.test_ade20k import write_ade20k
 from tests.data.test_deliver import write_deliver
