@@ -45,6 +45,7 @@ from kdbench.train.distributed import (
     current,
     data_parallel,
     leader_decides,
+    mean_over_ranks,
     writer_first,
 )
 from kdbench.train.evaluation import describe as describe_protocol
@@ -52,7 +53,7 @@ from kdbench.train.evaluation import evaluate
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
 from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
-from kdbench.train.precision import autocast, check_weights, grad_scaler
+from kdbench.train.precision import PendingSteps, autocast, check_weights, grad_scaler
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -486,6 +487,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     )
     state.sessions.append({**session(), "step": state.step})
     window = state.window
+    pending = PendingSteps(fp16=cfg["amp"] == "fp16")
     session_start, session_step = time.perf_counter(), state.step
     while state.step < total:
         step = state.step
@@ -494,15 +496,21 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
             group["lr"] = lr
         data = to_device(next(batches), device, cfg["channels_last"])
         t0 = time.perf_counter()
-        losses, skipped = train_step(
+        pending.add(train_step(
             stepping, data, step, total, spec.seed, cfg, optimizer, scaler, device
-        )
-        window.append(losses)
-        state.skipped_steps += skipped
+        ))
         state.step_times.append(time.perf_counter() - t0)
         state.step_time += state.step_times[-1]
         state.step = step = step + 1
-        if step % cfg["log_every"] == 0 or step == total:
+        logs = step % cfg["log_every"] == 0 or step == total
+        evaluates = bool(cfg["eval_every"]) and step % cfg["eval_every"] == 0 and step < total
+        saves = step % cfg["checkpoint_every"] == 0 and step < total
+        reason = _stop_reason(step < total, ranks.world == 1 or logs or evaluates or saves)
+        if logs or evaluates or saves or reason:  # one host read of the steps since the last
+            read = pending.read(mean_over_ranks)
+            window.extend(read.losses)
+            state.skipped_steps += read.skipped
+        if logs:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
             window.clear()
             if progress is not None:
@@ -517,13 +525,12 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                         "eta_s": per_step * (total - step),
                     },
                 )
-        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < total:
+        if evaluates:
             headline = _headline(evaluate_model())
             state.history.append({"step": step, "eval": headline})
             if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
                 state.best = {"step": step, **headline}
-        reason = agreed_stop(stop_requested()) if step < total else None
-        if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
+        if saves or reason:
             with writer_first():  # the other ranks go on (or stop) once it is written
                 if ranks.writer:
                     _save(
@@ -578,6 +585,14 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         },
         **({"tuning": tuned} if tuned else {}),
     }
+
+
+def _stop_reason(running: bool, boundary: bool) -> str | None:
+    """The stop request all ranks agree on (:func:`agreed_stop`), asked after every step alone
+    (a host flag), but only at a ``boundary`` (a logging, evaluation or checkpoint step) when
+    several processes train the run: asking them is a collective whose result the host must read,
+    so a request waits at most ``log_every`` steps there. None once the last step is done."""
+    return agreed_stop(stop_requested()) if running and boundary else None
 
 
 def _weights(models: Models) -> list[tuple[str, torch.Tensor]]:
