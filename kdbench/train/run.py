@@ -36,7 +36,7 @@ from kdbench.registry import DATASETS, TEACHERS, load_plugin_files
 from kdbench.results.files import StorageError, remove_temp_files, write_json_atomic
 from kdbench.results.lease import Lease, describe, read_lease, slurm_job
 from kdbench.results.store import RunStore
-from kdbench.train import budget, checkpoint, tuning
+from kdbench.train import budget, checkpoint, gpu, tuning
 from kdbench.train.cost import calibrate_step_seconds, count_step_flops, median_step_seconds
 from kdbench.train.distributed import (
     Decision,
@@ -399,7 +399,7 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
     )
     if current().world > 1:  # its projectors' batch norm (CIRKD's) sees the global batch too
         method = convert_sync_batchnorm(method)
-    fmt = torch.channels_last if spec.train["channels_last"] else torch.contiguous_format
+    fmt = torch.channels_last if gpu.channels_last(spec.train, device) else torch.contiguous_format
     for module in (model, method, teacher):
         if module is not None:
             module.to(device, memory_format=fmt)
@@ -426,7 +426,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
     start = time.perf_counter()
     cpu_threads = configure_threads()
     device = pick_device(spec.device)
-    cfg = spec.train
+    gpu.configure(device)
+    cfg = {**spec.train, "channels_last": gpu.channels_last(spec.train, device)}
     ranks = current()
     if cfg["batch_size"] % ranks.world:
         raise KdbenchError(
@@ -435,7 +436,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         )
     tuned_spec, tuned = tuning.choose(spec, store)  # builds the method; the run keeps spec.id
     train_set, eval_set, models = _build(tuned_spec, store, device)
-    optimizer = _optimizer(_trainable(models), cfg)
+    optimizer = _optimizer(_trainable(models), cfg, device)
     scaler = grad_scaler(device, cfg["amp"])
     ckpt_path = store.checkpoint_path(spec.id)
     with writer_first():  # rank 0 moves a corrupt checkpoint aside before the others look
@@ -480,10 +481,13 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         )
     )
     models.model.train()
-    stepping = replace(  # what the step calls: under data parallelism, synchronised wrappers
-        models,
-        model=data_parallel(models.model, device),
-        method=data_parallel(models.method, device),
+    stepping = gpu.compiled(  # what the step calls: data-parallel wrappers, compiled
+        replace(
+            models,
+            model=data_parallel(models.model, device),
+            method=data_parallel(models.method, device),
+        ),
+        cfg["compile"],
     )
     state.sessions.append({**session(), "step": state.step})
     window = state.window
@@ -623,7 +627,7 @@ def _budget(
     cfg = spec.train
 
     def make_step(copies: Models) -> Callable[[int], None]:
-        optimizer = _optimizer(_trainable(copies), cfg)
+        optimizer = _optimizer(_trainable(copies), cfg, device)
         scaler = grad_scaler(device, cfg["amp"])
         n = budget.CALIBRATION_STEPS
 
@@ -678,9 +682,19 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in ("miou", "mfsc", "pixel_acc")}
 
 
-def _optimizer(params: list[torch.nn.Parameter], train: dict[str, Any]) -> torch.optim.Optimizer:
+def _optimizer(
+    params: list[torch.nn.Parameter], train: dict[str, Any], device: torch.device
+) -> torch.optim.Optimizer:
+    """The recipe's optimiser, with fused kernels on CUDA (:func:`kdbench.train.gpu.optimizer_options`)."""
+    fused = gpu.optimizer_options(device)
     if train["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+        return torch.optim.AdamW(
+            params, lr=train["lr"], weight_decay=train["weight_decay"], **fused
+        )
     return torch.optim.SGD(
-        params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
+        params,
+        lr=train["lr"],
+        momentum=train["momentum"],
+        weight_decay=train["weight_decay"],
+        **fused,
     )
