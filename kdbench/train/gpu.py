@@ -47,16 +47,17 @@ def optimizer_options(device: torch.device) -> dict[str, Any]:
     return {"fused": True} if device.type == "cuda" else {}
 
 
-def compiled(models: Models, mode: bool | str) -> Models:
+def compiled(models: Models, mode: bool | str, backend: str = "inductor") -> Models:
     """``models`` with the trained model, the teacher and the method compiled (``mode`` true or
-    ``max-autotune``); the modules themselves (and their state dicts) are shared, unchanged."""
+    ``max-autotune``); the modules themselves (and their state dicts) are shared, unchanged.
+    ``backend``: torch.compile's (``eager`` traces the graphs without generating code, as the
+    CPU tests of the benchmark do)."""
     if mode is False:
         return models
+    options = {"mode": "max-autotune"} if mode == "max-autotune" else {}
 
     def compile_module(module: nn.Module | None) -> Any:
-        if module is None:
-            return None
-        return torch.compile(module, mode="max-autotune" if mode == "max-autotune" else None)
+        return None if module is None else torch.compile(module, backend=backend, **options)
 
     return replace(
         models,
