@@ -1,4 +1,5 @@
-"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites."""
+"""Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites;
+tests marked ``cuda`` are skipped where torch sees no CUDA device."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ def shipped_data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (root / folder).mkdir(parents=True)
     monkeypatch.setenv("KDBENCH_DATA", str(root))
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``cuda`` tests without a GPU (``pytest -m cuda`` selects them where there is)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

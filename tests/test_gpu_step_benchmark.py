@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_benchmark():  # noqa: ANN201
     spec = importlib.util.spec_from_file_location("gpu_step", ROOT / "benchmarks" / "gpu_step.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_step"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
