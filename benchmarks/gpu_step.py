@@ -21,10 +21,10 @@ time between two device synchronisations over its steps. Reported per configurat
 step seconds, images per second, achieved TFLOP/s from kdbench's FLOP count of the step
 (:func:`kdbench.train.cost.count_step_flops`), peak device memory, and harness / bare.
 
-The data pipeline at Cityscapes' size (measured first): a synthetic tree at 2048×1024 in the Cityscapes layout
-(:mod:`benchmarks.loader_speed`), read through kdbench's pipeline with CIRKD's augmentation by
-1 and 2 DataLoader workers: samples per second per worker, beside the images per second the
-fastest configuration of each batch size consumes (the workers a GPU needs).
+The data pipeline at Cityscapes' size (measured first): a synthetic tree at 2048×1024 in the
+Cityscapes layout (:mod:`benchmarks.loader_speed`), read through kdbench's pipeline with CIRKD's
+augmentation by 1 and 2 DataLoader workers: samples per second per worker, beside the images per
+second the fastest configuration of each batch size consumes (the workers a GPU needs).
 
 JSON goes to ``--out`` after every configuration (a run cut short keeps what it measured);
 ``--budget-s`` stops starting new configurations after that many seconds (they are listed as
@@ -272,8 +272,9 @@ def config_result(variant: Variant, timings: dict[str, Timing], flops: int) -> d
 
 def loader_part(scale: Scale, workers: list[int]) -> dict[str, Any]:
     """Samples per second (and per worker) of the Cityscapes pipeline on a synthetic tree."""
-    from kdbench.data.cityscapes import Cityscapes
     from loader_speed import RECIPE, loader_rate, write_tree
+
+    from kdbench.data.cityscapes import Cityscapes
 
     recipe = {**RECIPE, "crop": list(scale.crop)}
     out: dict[str, Any] = {"image": list(scale.loader_image), "recipe": recipe, "workers": {}}
@@ -299,9 +300,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     for batch in sorted({c["batch"] for c in configs}):
         kd = {(c["amp"], c["channels_last"], c["compile"]): c["harness"]["step_s"]
               for c in configs if c["method"] == "kd" and c["batch"] == batch}
-        if ("off", False, False) in kd:
+        fp32 = kd.get(("off", False, False))
+        if fp32 is not None:
             out[f"kd_b{batch}_fp32_over"] = {
-                f"{amp}{'+cl' if cl else ''}{'+compile' if comp else ''}": kd[("off", False, False)] / s
+                f"{amp}{'+cl' if cl else ''}{'+compile' if comp else ''}": fp32 / s
                 for (amp, cl, comp), s in kd.items()
             }
         need = max(c["harness"]["images_s"] for c in configs if c["batch"] == batch)

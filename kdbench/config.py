@@ -58,7 +58,8 @@ def _amp(value: Any) -> str | None:
 
 
 def _compile(value: Any) -> str | None:
-    return None if value in (False, True, "max-autotune") else "expected false, true or max-autotune"
+    ok = value in (False, True, "max-autotune")
+    return None if ok else "expected false, true or max-autotune"
 
 
 def _size(value: Any) -> str | None:
@@ -285,7 +286,8 @@ part of a run's identity either."""
 
 
 def _train_identity(train: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as the run id hashes it (:data:`TRAIN_NOT_IDENTITY`, :data:`TRAIN_IDENTIFIED_AS`)."""
+    """The recipe as the run id hashes it (:data:`TRAIN_NOT_IDENTITY`,
+    :data:`TRAIN_IDENTIFIED_AS`)."""
     out = {}
     for key, value in train.items():
         was, identified = TRAIN_IDENTIFIED_AS.get(key, (object(), None))

@@ -685,7 +685,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def _optimizer(
     params: list[torch.nn.Parameter], train: dict[str, Any], device: torch.device
 ) -> torch.optim.Optimizer:
-    """The recipe's optimiser, with fused kernels on CUDA (:func:`kdbench.train.gpu.optimizer_options`)."""
+    """The recipe's optimiser, fused on CUDA (:func:`kdbench.train.gpu.optimizer_options`)."""
     fused = gpu.optimizer_options(device)
     if train["optimizer"] == "adamw":
         return torch.optim.AdamW(

@@ -12,8 +12,8 @@ from kdbench.method import build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import HEADS, METHODS, TEACHERS
 from kdbench.train.loop import Models, train_step
-from kdbench.train.precision import PendingSteps
 from kdbench.train.pipeline import train_loader
+from kdbench.train.precision import PendingSteps
 
 K = 7
 HEAD_NAMES = ["fpn", "deeplabv3", "pspnet", "mlp"]
