@@ -511,9 +511,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         saves = step % cfg["checkpoint_every"] == 0 and step < total
         reason = _stop_reason(step < total, ranks.world == 1 or logs or evaluates or saves)
         if logs or evaluates or saves or reason:  # one host read of the steps since the last
-            read = pending.read(mean_over_ranks)
-            window.extend(read.losses)
-            state.skipped_steps += read.skipped
+            _read(pending, state)
         if logs:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
             window.clear()
@@ -589,6 +587,22 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         },
         **({"tuning": tuned} if tuned else {}),
     }
+
+
+def _read(pending: PendingSteps, state: TrainState) -> None:
+    """Read the pending steps' losses into ``state.window`` (raising on a non-finite one), count
+    the fp16 steps the scaler skipped, and spread the wait for the device over the steps read:
+    on a GPU a step's own wall time is only the time to queue its kernels, and the read waits
+    for them to run."""
+    start = time.perf_counter()
+    read = pending.read(mean_over_ranks)
+    waited = time.perf_counter() - start
+    state.window.extend(read.losses)
+    state.skipped_steps += read.skipped
+    n = len(read.losses)
+    for i in range(len(state.step_times) - n, len(state.step_times)):
+        state.step_times[i] += waited / n
+    state.step_time += waited
 
 
 def _stop_reason(running: bool, boundary: bool) -> str | None:
