@@ -74,7 +74,7 @@ part imports $?
 echo "== 2. CUDA tests (pytest -m cuda), at $(elapsed) s"
 mapfile -t FILES < <(grep -rl --include='test_*.py' 'pytest.mark.cuda' tests)
 if (( ${#FILES[@]} )); then
-    timeout 150 python -m pytest -q -m cuda -p no:cacheprovider "${FILES[@]}" \
+    timeout $(( TINY ? 400 : 150 )) python -m pytest -q -m cuda -p no:cacheprovider "${FILES[@]}" \
         --junitxml="$DIR/cuda_tests.xml"
     part cuda_tests $?
 else
