@@ -46,14 +46,14 @@ LABEL_IDS = np.array([7, 8, 11, 17, 21, 23, 26], dtype=np.uint8)
 RECIPE = {"flip": True, "scale": [0.5, 2.0], "crop": [512, 1024], "jitter": 0.0}
 
 
-def write_tree(root: Path, count: int) -> None:
-    """``count`` train frames of city "synth" in the Cityscapes layout at 2048x1024."""
-    fx, fy, cx, cy = intrinsics_for(SIZE)
+def write_tree(root: Path, count: int, size: tuple[int, int] = SIZE) -> None:
+    """``count`` train frames of city "synth" in the Cityscapes layout at ``size`` (H, W)."""
+    fx, fy, cx, cy = intrinsics_for(size)
     camera = {"extrinsic": {"baseline": BASELINE},
               "intrinsic": {"fx": fx, "fy": fy, "u0": cx, "v0": cy}}
     for i in range(count):
         stem = f"synth_{i:06d}_000019"
-        rgb, depth, label = generate(0, "train", i, SIZE)
+        rgb, depth, label = generate(0, "train", i, size)
         disparity = depth_to_disparity(depth, fx, BASELINE)
         raw = np.where(disparity > 0, np.round(disparity * 256 + 1), 0).clip(0, 65535)
         files = {
@@ -71,11 +71,12 @@ def write_tree(root: Path, count: int) -> None:
 
 
 def loader_rate(
-    dataset: Cityscapes, workers: int, batches: int, batch: int
+    dataset: Cityscapes, workers: int, batches: int, batch: int, recipe: dict = RECIPE
 ) -> tuple[float, float]:
     """(samples per second, CPU seconds of this process per sample) over ``batches`` batches
-    after the first; with 0 workers the CPU time is the whole cost of a sample."""
-    train = {**RECIPE, "batch_size": batch, "steps": batches + 1, "workers": workers}
+    after the first, with the augmentation ``recipe``; with 0 workers the CPU time is the whole
+    cost of a sample."""
+    train = {**recipe, "batch_size": batch, "steps": batches + 1, "workers": workers}
     loader = iter(train_loader(dataset, seed=0, train=train, normals=False, start=0,
                                device=torch.device("cpu")))
     next(loader)

@@ -57,6 +57,11 @@ def _amp(value: Any) -> str | None:
     return None if amp_mode(value) in AMP_MODES else "expected off, fp16 or bf16"
 
 
+def _compile(value: Any) -> str | None:
+    ok = value in (False, True, "max-autotune")
+    return None if ok else "expected false, true or max-autotune"
+
+
 def _size(value: Any) -> str | None:
     ok = value is None or (
         isinstance(value, list)
@@ -121,7 +126,8 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "jitter": Field((float,), 0.0, check=_fraction),
     "workers": Field((int, type(None)), None, check=non_negative),
     "amp": Field((str, bool), "off", check=_amp),
-    "channels_last": Field((bool,), False),
+    "channels_last": Field((bool, type(None)), None),
+    "compile": Field((bool, str), False, check=_compile),
     "log_every": Field((int,), 10, check=positive),
     "eval_every": Field((int,), 0, check=non_negative),
     "checkpoint_every": Field((int,), 50, check=positive),
@@ -130,6 +136,8 @@ TRAIN_SCHEMA: dict[str, Field] = {
 """The training recipe; the same for every method of a suite (teachers may override it).
 ``crop`` null = the loaded size; ``workers`` null = one DataLoader worker per CPU the process may
 use, at most 8 (the metrics do not depend on it, and it is not part of the run id).
+``channels_last`` null = on CUDA (:mod:`kdbench.train.gpu`); ``compile``: ``torch.compile`` the
+student, the teacher's forward and the method (``true``, or ``max-autotune``).
 ``budget``: one budget (``{steps: N}``, ``{flops: F}`` or ``{seconds: S}``), a list of them (a
 grid axis: every student run once per budget), or null for
 ``{steps: train.steps}`` (see :mod:`kdbench.train.budget`). Teachers train with
@@ -265,13 +273,37 @@ TRAIN_NOT_IDENTITY = ("workers",)
 DataLoader workers: a test), so that changing them reuses the runs already trained."""
 
 
+TRAIN_IDENTIFIED_AS: dict[str, tuple[Any, Any]] = {
+    "compile": (False, None),
+    "channels_last": (None, False),
+}
+"""Recipe keys added or widened after runs were recorded: ``key: (value, as)`` identifies a run
+whose ``key`` is ``value`` as one whose key was ``as`` (None: absent), the value that gave the
+same computation before, so that the runs already trained keep their ids. ``compile: false`` is
+what every run did before the key existed; ``channels_last: null`` (on CUDA only) is identified
+as ``false``, the earlier default: on the CPU they are one computation, and the device is not
+part of a run's identity either."""
+
+
+def _train_identity(train: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the run id hashes it (:data:`TRAIN_NOT_IDENTITY`,
+    :data:`TRAIN_IDENTIFIED_AS`)."""
+    out = {}
+    for key, value in train.items():
+        was, identified = TRAIN_IDENTIFIED_AS.get(key, (object(), None))
+        if key in TRAIN_NOT_IDENTITY or (value is was and identified is None):
+            continue
+        out[key] = identified if value is was else value
+    return out
+
+
 def run_id(spec: RunSpec) -> str:
     """12 hex digits of the SHA-256 of the canonical JSON of the spec's identity fields: the
     fully resolved config (every default filled in) and the hash of its methods' source."""
     identity = spec.to_dict()
     for key in IDENTITY_EXCLUDED:
         identity.pop(key)
-    identity["train"] = {k: v for k, v in identity["train"].items() if k not in TRAIN_NOT_IDENTITY}
+    identity["train"] = _train_identity(identity["train"])
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -220,6 +221,19 @@ class KernelRegression(nn.Module):
         self.values = nn.Parameter(torch.zeros(anchors, out_channels))
         self.log_sigma = nn.Parameter(torch.zeros(()))
         self.register_buffer("initialised", torch.tensor(False))
+        self._known: bool | None = None
+        """The buffer's value once read (a host read, once per built or loaded module)."""
+
+    def ready(self) -> bool:
+        """Whether the anchors are set: ``initialised``, read from the device only the first
+        time (and again after a state dict is loaded), so later steps do not synchronise."""
+        if self._known is None:
+            self._known = bool(self.initialised)
+        return self._known
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._known = None  # the loaded buffer decides
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def initialise(self, x: Tensor, y: Tensor) -> None:
@@ -240,6 +254,7 @@ class KernelRegression(nn.Module):
         self.log_sigma.copy_(median.clamp_min(math.sqrt(EPS)).log())
         from_rank0(self.keys, self.values, self.log_sigma)  # data parallel: one set of anchors
         self.initialised.fill_(True)
+        self._known = True
 
     def weights(self, x: Tensor) -> Tensor:
         """The (n, M) regression weights of (n, C_S) rows: R(x) = weights(x) @ values."""
@@ -313,7 +328,7 @@ class ARFD(Method):
     def stage_loss(self, recalibration: nn.Module, fs: Tensor, ft: Tensor) -> Tensor:
         """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) maps."""
         x = pixel_rows(resize_like(fs, ft))
-        if isinstance(recalibration, KernelRegression) and not bool(recalibration.initialised):
+        if isinstance(recalibration, KernelRegression) and not recalibration.ready():
             recalibration.initialise(x, pixel_rows(ft))
         if self.cka == "rbf":
             y = pixel_rows(ft)

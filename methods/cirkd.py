@@ -68,8 +68,11 @@ terms. Defaults: τ = 0.1, weights 1, 0.1, 0.1, queues of 20000 pixel and 2000 r
 per class, 4096 and 1024 contrast embeddings, 16 pixels enqueued per class and image, pair
 groups of 2 images (the authors' settings, ``train_cirkd.py`` and their training scripts). The
 paper's full row adds pixel-wise KD on the logits: that is the composite row ``kd+cirkd`` here.
-All randomness (queue initialisation, sampling) comes from torch's default CPU generator, so
-``torch.manual_seed`` makes the method deterministic.
+Queue initialisation draws from torch's default CPU generator, sampling and enqueueing from the
+default generator of the features' device, so ``torch.manual_seed`` makes the method
+deterministic. The method makes no host synchronisation: the anchors are every pixel with a
+weight (1 labelled, 0 not) rather than a selection of the labelled ones, and the queues are
+written by indexed writes of fixed size (:meth:`ClassMemory.push`).
 """
 
 from __future__ import annotations
@@ -94,7 +97,6 @@ from kdbench.method import (
     resize_labels,
     resize_like,
     resolve_stages,
-    zero_loss,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -125,7 +127,8 @@ def relation_kl(student_sim: Tensor, teacher_sim: Tensor, tau: float) -> Tensor:
 
 
 class _RelationKL(torch.autograd.Function):
-    """Σ_m KL_τ(softmax(T_m/τ) ‖ softmax(S_m/τ)) for S = s_a·s_bᵀ, T = t_a·t_bᵀ, in row chunks.
+    """Σ_m w_m KL_τ(softmax(T_m/τ) ‖ softmax(S_m/τ)) for S = s_a·s_bᵀ, T = t_a·t_bᵀ, in row
+    chunks, with row weights w (M,) (``None``: all 1).
 
     The gradient is computed in the forward pass from its closed form, ∂/∂S = (p^S − p^T)/τ,
     so ∂/∂s_a = (∂/∂S)·s_b and ∂/∂s_b = (∂/∂S)ᵀ·s_a; only those (not the M×Q matrices) are
@@ -134,7 +137,13 @@ class _RelationKL(torch.autograd.Function):
 
     @staticmethod
     def forward(  # noqa: D102
-        ctx: FunctionCtx, s_a: Tensor, s_b: Tensor, t_a: Tensor, t_b: Tensor, tau: float
+        ctx: FunctionCtx,
+        s_a: Tensor,
+        s_b: Tensor,
+        t_a: Tensor,
+        t_b: Tensor,
+        tau: float,
+        weight: Tensor | None,
     ) -> Tensor:
         total = s_a.new_zeros(())
         grad_a = torch.zeros_like(s_a) if s_a.requires_grad else None
@@ -144,9 +153,12 @@ class _RelationKL(torch.autograd.Function):
             log_ps = F.log_softmax(s_a[rows] @ s_b.T / tau, dim=1)
             log_pt = F.log_softmax(t_a[rows] @ t_b.T / tau, dim=1)
             p_t = log_pt.exp()
-            total += (p_t * (log_pt - log_ps)).sum()
+            w = None if weight is None else weight[rows, None]
+            kl = p_t * (log_pt - log_ps)
+            total += (kl if w is None else w * kl).sum()
             if grad_a is not None or grad_b is not None:
                 d_sim = (log_ps.exp() - p_t) / tau
+                d_sim = d_sim if w is None else w * d_sim
                 if grad_a is not None:
                     grad_a[rows] = d_sim @ s_b
                 if grad_b is not None:
@@ -164,15 +176,20 @@ class _RelationKL(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
-def relation_kl_sum(s_a: Tensor, s_b: Tensor, t_a: Tensor, t_b: Tensor, tau: float) -> Tensor:
-    """Σ over the M rows of KL_τ(row of t_a·t_bᵀ ‖ row of s_a·s_bᵀ); (M, D), (Q, D) inputs.
+def relation_kl_sum(
+    s_a: Tensor, s_b: Tensor, t_a: Tensor, t_b: Tensor, tau: float, weight: Tensor | None = None
+) -> Tensor:
+    """Σ over the M rows of KL_τ(row of t_a·t_bᵀ ‖ row of s_a·s_bᵀ); (M, D), (Q, D) inputs,
+    each row's KL times ``weight`` (M,) when given.
 
     Memory O(:data:`ROW_CHUNK`·Q + (M + Q)·D); gradients flow to ``s_a`` and ``s_b`` only.
     """
-    return _RelationKL.apply(s_a, s_b, t_a.detach(), t_b.detach(), tau)
+    w = None if weight is None else weight.detach().to(s_a.dtype)
+    return _RelationKL.apply(s_a, s_b, t_a.detach(), t_b.detach(), tau, w)
 
 
 def pair_relation_loss(
@@ -196,12 +213,20 @@ def pair_relation_loss(
 
 
 def memory_relation_loss(
-    student_anchor: Tensor, teacher_anchor: Tensor, contrast: Tensor, tau: float
+    student_anchor: Tensor,
+    teacher_anchor: Tensor,
+    contrast: Tensor,
+    tau: float,
+    valid: Tensor | None = None,
 ) -> Tensor:
-    """mean_a KL_τ(t̂_a Vᵀ ‖ ŝ_a Vᵀ): unit anchors (M, D), contrast embeddings V (Q, D)."""
+    """mean_a KL_τ(t̂_a Vᵀ ‖ ŝ_a Vᵀ): unit anchors (M, D), contrast embeddings V (Q, D).
+
+    With the boolean ``valid`` (M,), the mean over the valid rows only: their sum divided by
+    max(count, 1), so no valid row gives a graph-connected zero, with no host synchronisation.
+    """
     contrast = contrast.to(student_anchor.dtype)
-    total = relation_kl_sum(student_anchor, contrast, teacher_anchor, contrast, tau)
-    return total / len(student_anchor)
+    total = relation_kl_sum(student_anchor, contrast, teacher_anchor, contrast, tau, valid)
+    return total / (len(student_anchor) if valid is None else valid.sum().clamp_min(1))
 
 
 def projector(student_channels: int, teacher_channels: int) -> nn.Sequential:
@@ -234,34 +259,60 @@ class ClassMemory(nn.Module):
         self.register_buffer("region_ptr", torch.zeros(num_classes, dtype=torch.long))
 
     @staticmethod
-    def push(queue: Tensor, ptr: Tensor, k: int, rows: Tensor) -> None:
-        """Write ``rows`` (R, D), R ≤ queue size, into class k's ring at its pointer; advance it."""
-        size = queue.shape[1]
-        start = int(ptr[k])
-        slots = (start + torch.arange(rows.shape[0], device=queue.device)) % size
-        queue[k, slots] = rows.to(queue.dtype)
-        ptr[k] = (start + rows.shape[0]) % size
+    def push(queue: Tensor, ptr: Tensor, rows: Tensor, keep: Tensor) -> None:
+        """Write rows into every class's ring at its pointer and advance it, on the device.
+
+        ``rows`` (K, R, D) with R ≤ the queue size, ``keep`` (K, R) bool, true on a prefix of
+        each class's rows (the rows it writes): row r of class k goes to slot (ptr_k + r) mod
+        size where kept; ptr_k advances by the kept count. The R slots of a class are distinct,
+        so one indexed write does it, with no host synchronisation.
+        """
+        k, r, size = rows.shape[0], rows.shape[1], queue.shape[1]
+        classes = torch.arange(k, device=queue.device)[:, None].expand(k, r)
+        slots = (ptr[:, None] + torch.arange(r, device=queue.device)) % size
+        old = queue[classes, slots]
+        queue[classes, slots] = torch.where(keep[..., None], rows.to(queue.dtype), old)
+        ptr.copy_((ptr + keep.sum(dim=1)) % size)
 
     @torch.no_grad()
     def enqueue(self, teacher_unit: Tensor, label: Tensor) -> None:
         """Enqueue a batch: unit teacher embeddings (N, D, H, W), labels (N, H, W) at that size.
 
         Per image and present class: its normalised mean embedding to the region queue and
-        ``pixels_per_class`` randomly picked pixel embeddings to the pixel queue.
+        ``pixels_per_class`` (at most the class's pixel count) of its pixel embeddings, picked
+        uniformly at random without replacement, to the pixel queue; classes in increasing
+        order, all on the device.
         """
-        take = min(self.pixels_per_class, self.pixel_queue.shape[1])
         for feats, lab in zip(teacher_unit.flatten(2), label.flatten(1), strict=True):
-            for k in torch.unique(lab[lab != IGNORE_INDEX]).tolist():
-                members = (lab == k).nonzero().squeeze(1)
-                region = F.normalize(feats[:, members].mean(dim=1), dim=0)
-                self.push(self.region_queue, self.region_ptr, k, region[None])
-                pick = torch.randperm(members.numel())[:take].to(members.device)
-                self.push(self.pixel_queue, self.pixel_ptr, k, feats[:, members[pick]].T)
+            self._enqueue_image(feats, lab)
+
+    def _enqueue_image(self, feats: Tensor, lab: Tensor) -> None:
+        """:meth:`enqueue` for one image: (D, P) embeddings, (P,) labels.
+
+        Class membership is the one-hot (P, K) matrix (region sums as one product); the random
+        picks sort the pixels by class + u, u ~ U[0, 1) per pixel, so each class's pixels form
+        a contiguous run in random order, and the first ``take`` of each run are its picks.
+        """
+        k = self.pixel_ptr.numel()
+        take = min(self.pixels_per_class, self.pixel_queue.shape[1])
+        valid = lab != IGNORE_INDEX
+        cls = torch.where(valid, lab, k)  # ignored pixels: an extra class K, sorted last
+        member = F.one_hot(cls, k + 1)[:, :k].to(feats.dtype)  # (P, K)
+        counts = member.sum(dim=0).long()  # (K,)
+        region = F.normalize((feats @ member / counts.clamp_min(1)).T, dim=1)  # (K, D)
+        self.push(self.region_queue, self.region_ptr, region[:, None], (counts > 0)[:, None])
+        u = torch.rand(lab.shape, device=lab.device, dtype=torch.float64)
+        order = torch.argsort(cls.to(torch.float64) + u)
+        first = torch.cumsum(counts, 0) - counts  # (K,): where each class's run starts
+        rank = torch.arange(take, device=lab.device)
+        picked = order[(first[:, None] + rank).clamp_max(lab.numel() - 1)]  # (K, take)
+        self.push(self.pixel_queue, self.pixel_ptr, feats[:, picked].permute(1, 2, 0),
+                  rank < counts[:, None])
 
     @staticmethod
     def sample(queue: Tensor, per_class: int) -> Tensor:
         """The same ``per_class`` random slots of every class's queue: (K·per_class, D)."""
-        index = torch.randperm(queue.shape[1])[:per_class].to(queue.device)
+        index = torch.randperm(queue.shape[1], device=queue.device)[:per_class]
         return queue[:, index].flatten(0, 1)
 
 
@@ -354,17 +405,13 @@ class CIRKD(Method):
             pair.append(pair_relation_loss(fs, ft, self.tau, self.pair_group))
             s_unit = F.normalize(at_least_float32(project(fs)), dim=1)
             t_unit = F.normalize(at_least_float32(ft), dim=1)
-            valid = label != IGNORE_INDEX
-            if bool(valid.any()):
-                s_anchor = s_unit.permute(0, 2, 3, 1)[valid]
-                t_anchor = t_unit.permute(0, 2, 3, 1)[valid]
-                v_pix = ClassMemory.sample(memory.pixel_queue, self.per_class[0])
-                v_reg = ClassMemory.sample(memory.region_queue, self.per_class[1])
-                pix.append(memory_relation_loss(s_anchor, t_anchor, v_pix, self.tau))
-                reg.append(memory_relation_loss(s_anchor, t_anchor, v_reg, self.tau))
-            else:
-                pix.append(zero_loss(s_unit))
-                reg.append(zero_loss(s_unit))
+            valid = (label != IGNORE_INDEX).flatten()  # anchors: the labelled pixels
+            s_anchor = s_unit.permute(0, 2, 3, 1).flatten(0, 2)
+            t_anchor = t_unit.permute(0, 2, 3, 1).flatten(0, 2)
+            v_pix = ClassMemory.sample(memory.pixel_queue, self.per_class[0])
+            v_reg = ClassMemory.sample(memory.region_queue, self.per_class[1])
+            pix.append(memory_relation_loss(s_anchor, t_anchor, v_pix, self.tau, valid))
+            reg.append(memory_relation_loss(s_anchor, t_anchor, v_reg, self.tau, valid))
             if self.training:  # data parallel: every rank enqueues the global batch
                 memory.enqueue(gathered(t_unit), gathered(label))
         w_pair, w_pix, w_reg = self.weights

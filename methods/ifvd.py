@@ -51,7 +51,6 @@ from kdbench.method import (
     resize_labels,
     resize_like,
     resolve_stages,
-    zero_loss,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -87,15 +86,14 @@ def ifvd_loss(
 ) -> Tensor:
     """(M^S − M^T)² summed over labelled pixels, divided by their number or by N·H·W.
 
-    Both features share the spatial size of ``label`` (N, H, W).
+    Both features share the spatial size of ``label`` (N, H, W). The number is clamped to 1,
+    so a batch without labelled pixels gives a graph-connected zero (no host synchronisation).
     """
     valid = label != IGNORE_INDEX
     m_s = prototype_cosine_map(student_feature, label, num_classes)
-    if not bool(valid.any()):
-        return zero_loss(m_s)
     m_t = prototype_cosine_map(teacher_feature, label, num_classes)
-    squared = (m_s - m_t).pow(2)[valid]
-    return squared.mean() if reduction == "valid" else squared.sum() / label.numel()
+    total = torch.where(valid, (m_s - m_t).pow(2), 0.0).sum()
+    return total / (valid.sum().clamp_min(1) if reduction == "valid" else label.numel())
 
 
 @register_method("ifvd", "Wang et al. 2020: match cosine maps of features to class prototypes")

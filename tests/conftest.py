@@ -1,5 +1,6 @@
 """Test-wide fixtures: a private resolved-suite cache, and empty data roots for shipped suites;
-hypothesis's profiles; ``slurm`` tests are ``slow`` tests.
+hypothesis's profiles; ``slurm`` tests are ``slow`` tests; tests marked ``cuda`` are skipped where
+torch sees no CUDA device.
 
 Property-based tests run under the ``ci`` profile unless ``--hypothesis-profile`` names another:
 derandomised (each test draws the same examples on every run, so CI cannot fail at random) and
@@ -33,13 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("ci")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every ``slurm`` test ``slow`` too: each trains runs through a real cluster."""
-    for item in items:
-        if item.get_closest_marker("slurm") and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _private_suite_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Point ``$KDBENCH_CACHE`` (inherited by subprocesses) at a folder of this session."""
@@ -63,3 +57,16 @@ def shipped_data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             (root / folder / name).touch()
     monkeypatch.setenv("KDBENCH_DATA", str(root))
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every ``slurm`` test ``slow`` too (each trains runs through a real cluster), and skip
+    the ``cuda`` tests without a GPU (``pytest -m cuda`` selects them where there is one)."""
+    import torch
+
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("slurm") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if skip is not None and "cuda" in item.keywords:
+            item.add_marker(skip)

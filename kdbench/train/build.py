@@ -15,7 +15,7 @@ from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore
-from kdbench.train import checkpoint
+from kdbench.train import checkpoint, gpu
 from kdbench.train.distributed import convert_sync_batchnorm, current
 from kdbench.train.loop import Models
 
@@ -116,7 +116,7 @@ def build_models(
     )
     if current().world > 1:  # its projectors' batch norm (CIRKD's) sees the global batch too
         method = convert_sync_batchnorm(method)
-    fmt = torch.channels_last if spec.train["channels_last"] else torch.contiguous_format
+    fmt = torch.channels_last if gpu.channels_last(spec.train, device) else torch.contiguous_format
     for module in (model, method, teacher):
         if module is not None:
             module.to(device, memory_format=fmt)
@@ -135,11 +135,20 @@ def trainable(models: Models) -> list[torch.nn.Parameter]:
     return [p for m in (models.model, models.method) for p in m.parameters() if p.requires_grad]
 
 
-def optimizer(models: Models, train: dict[str, Any]) -> torch.optim.Optimizer:
-    """The run's optimizer (``train.optimizer``) over :func:`trainable` ``models``."""
-    params = trainable(models)
+def optimizer(
+    models: Models, train: dict[str, Any], device: torch.device
+) -> torch.optim.Optimizer:
+    """The run's optimizer (``train.optimizer``) over :func:`trainable` ``models``, fused on
+    CUDA (:func:`kdbench.train.gpu.optimizer_options`)."""
+    params, fused = trainable(models), gpu.optimizer_options(device)
     if train["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=train["lr"], weight_decay=train["weight_decay"])
+        return torch.optim.AdamW(
+            params, lr=train["lr"], weight_decay=train["weight_decay"], **fused
+        )
     return torch.optim.SGD(
-        params, lr=train["lr"], momentum=train["momentum"], weight_decay=train["weight_decay"]
+        params,
+        lr=train["lr"],
+        momentum=train["momentum"],
+        weight_decay=train["weight_decay"],
+        **fused,
     )

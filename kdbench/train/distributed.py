@@ -270,9 +270,11 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def unwrapped(module: nn.Module) -> nn.Module:
-    """The module a :func:`data_parallel` wrapper holds (``module`` itself otherwise)."""
+    """The module a :func:`data_parallel` wrapper holds, compiled or not (``torch.compile``'s
+    wrapper keeps it as ``_orig_mod``); ``module`` itself otherwise."""
     from torch.nn.parallel import DistributedDataParallel
 
+    module = getattr(module, "_orig_mod", module)
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 

@@ -19,8 +19,9 @@ import torch
 
 from kdbench.config import RunSpec
 from kdbench.train.context import Stopped, stop_requested
-from kdbench.train.distributed import agreed_stop, current, writer_first
+from kdbench.train.distributed import agreed_stop, current, mean_over_ranks, writer_first
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
+from kdbench.train.precision import PendingSteps
 from kdbench.train.state import TrainState, save
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
@@ -38,10 +39,13 @@ class Fit:
     models: Models
     """The built models (checkpointed and evaluated)."""
     stepping: Models
-    """What the step calls: under data parallelism, synchronised wrappers of :attr:`models`."""
+    """What the step calls: under data parallelism, synchronised wrappers of :attr:`models`,
+    compiled where ``train.compile`` asks."""
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     device: torch.device
+    train: dict[str, Any]
+    """The run's ``train`` section with ``channels_last`` resolved for the device."""
     state: TrainState
     total: int
     """The resolved step count of the run."""
@@ -54,20 +58,30 @@ class Fit:
 
 
 def fit(run: Fit, batches: Iterator[dict[str, torch.Tensor]]) -> None:
-    """Train ``run`` from its state's step to its total on ``batches`` (one batch per step)."""
-    cfg, state, total = run.spec.train, run.state, run.total
+    """Train ``run`` from its state's step to its total on ``batches`` (one batch per step).
+
+    The steps' losses stay on the device (:class:`PendingSteps`) and are read once at every
+    logging, evaluation and checkpoint step and at a stop: a non-finite one fails the run there,
+    naming its step and term, before anything is saved."""
+    cfg, state, total = run.train, run.state, run.total
     since = (time.perf_counter(), state.step)  # for the progress ETA
+    pending = PendingSteps(fp16=cfg["amp"] == "fp16")
     while state.step < total:
         lr = _set_lr(run, state.step)
         data = to_device(next(batches), run.device, cfg["channels_last"])
-        _step(run, data)
+        _step(run, data, pending)
         step = state.step
-        if step % cfg["log_every"] == 0 or step == total:
+        logs = step % cfg["log_every"] == 0 or step == total
+        evaluates = bool(cfg["eval_every"]) and step % cfg["eval_every"] == 0 and step < total
+        saves = step % cfg["checkpoint_every"] == 0 and step < total
+        reason = _stop_reason(step < total, current().world == 1 or logs or evaluates or saves)
+        if logs or evaluates or saves or reason:  # one host read of the steps since the last
+            _read(pending, state)
+        if logs:
             _log(run, lr, since)
-        if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < total:
+        if evaluates:
             _evaluate_during(run)
-        reason = agreed_stop(stop_requested()) if step < total else None
-        if (step % cfg["checkpoint_every"] == 0 and step < total) or reason:
+        if saves or reason:
             with writer_first():  # the other ranks go on (or stop) once it is written
                 if current().writer:
                     elapsed = state.elapsed + time.perf_counter() - run.started
@@ -76,25 +90,47 @@ def fit(run: Fit, batches: Iterator[dict[str, torch.Tensor]]) -> None:
             raise Stopped(reason, step)
 
 
+def _stop_reason(running: bool, boundary: bool) -> str | None:
+    """The stop request all ranks agree on (:func:`agreed_stop`), asked after every step alone
+    (a host flag), but only at a ``boundary`` (a logging, evaluation or checkpoint step) when
+    several processes train the run: asking them is a collective whose result the host must
+    read, so a request waits at most ``log_every`` steps there. None once the last step is done."""
+    return agreed_stop(stop_requested()) if running and boundary else None
+
+
+def _read(pending: PendingSteps, state: TrainState) -> None:
+    """Read the pending steps' losses into ``state.window`` (raising on a non-finite one), count
+    the fp16 steps the scaler skipped, and spread the wait for the device over the steps read:
+    on a GPU a step's own wall time is only the time to queue its kernels, and the read waits
+    for them to run."""
+    start = time.perf_counter()
+    read = pending.read(mean_over_ranks)
+    waited = time.perf_counter() - start
+    state.window.extend(read.losses)
+    state.skipped_steps += read.skipped
+    n = len(read.losses)
+    for i in range(len(state.step_times) - n, len(state.step_times)):
+        state.step_times[i] += waited / n
+    state.step_time += waited
+
+
 def _set_lr(run: Fit, step: int) -> float:
     """Set the optimizer's learning rate for ``step`` by the run's schedule; return it."""
-    cfg = run.spec.train
+    cfg = run.train
     lr = cfg["lr"] * lr_factor(cfg["schedule"], step, run.total, cfg["warmup_steps"])
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     return lr
 
 
-def _step(run: Fit, data: dict[str, torch.Tensor]) -> None:
-    """One training step; its losses join the window, its time the state's."""
+def _step(run: Fit, data: dict[str, torch.Tensor], pending: PendingSteps) -> None:
+    """One training step; its values join ``pending`` (on the device), its time the state's."""
     state = run.state
     t0 = time.perf_counter()
-    losses, skipped = train_step(
-        run.stepping, data, state.step, run.total, run.spec.seed, run.spec.train,
+    pending.add(train_step(
+        run.stepping, data, state.step, run.total, run.spec.seed, run.train,
         run.optimizer, run.scaler, run.device,
-    )
-    state.window.append(losses)
-    state.skipped_steps += skipped
+    ))
     state.step_times.append(time.perf_counter() - t0)
     state.step_time += state.step_times[-1]
     state.step += 1

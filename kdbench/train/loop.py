@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.method import Batch, MethodSet
-from kdbench.train.distributed import global_count, mean_over_ranks, unwrapped
-from kdbench.train.precision import autocast, check_gradients, check_terms
+from kdbench.train.distributed import global_count, unwrapped
+from kdbench.train.precision import StepValues, autocast, first_nonfinite
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -87,7 +87,9 @@ def to_device(
 ) -> dict[str, Tensor]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return {
-        k: v.to(device, non_blocking=True, memory_format=fmt) if v.dim() == 4 else v.to(device)
+        k: v.to(device, non_blocking=True, memory_format=fmt)
+        if v.dim() == 4
+        else v.to(device, non_blocking=True)
         for k, v in batch.items()
     }
 
@@ -102,12 +104,13 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
-) -> tuple[dict[str, float], bool]:
+) -> StepValues:
     """One optimisation step: augment, forward, CE + distillation terms, backward, update.
 
-    Returns the loss values and whether the fp16 gradient scaler skipped the update. A
-    non-finite loss term or gradient raises
-    :class:`~kdbench.train.precision.NonFiniteError` before the optimizer steps.
+    Makes no host synchronisation (the fp16 gradient scaler's own overflow check aside): the
+    loss values and the gradients' finiteness are returned on the device, for
+    :class:`~kdbench.train.precision.PendingSteps` to read and check at the next logging
+    interval (under ``fp16``, a step with overflowing gradients is one the scaler skipped).
     """
     torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
     rgb, x, label = data["rgb"], data["x"], data["label"]
@@ -129,20 +132,17 @@ def train_step(
             terms["aux"] = models.aux_weight * cross_entropy(aux.float(), label)
         terms.update(models.method(out, teacher_out, batch))
         loss = sum(v.float() for v in terms.values())
-    logged = mean_over_ranks(torch.stack([v.detach().float() for v in (loss, *terms.values())]))
-    total_loss, *term_values = logged.tolist()
-    values = dict(zip(terms, term_values, strict=True))
-    check_terms(values, step)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if scaler.is_enabled():
-        scaler.unscale_(optimizer)  # overflowing fp16 gradients: the scaler skips the step
-    else:
-        named = [(f"model.{n}", p) for n, p in models.model.named_parameters()]
-        named += [(f"method.{n}", p) for n, p in models.method.named_parameters()]
-        check_gradients(named, step)
-    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        scaler.unscale_(optimizer)  # the scaler skips a step whose gradients overflow
+    named = [(f"model.{n}", p) for n, p in models.model.named_parameters()]
+    named += [(f"method.{n}", p) for n, p in models.method.named_parameters()]
+    named = [(n, p) for n, p in named if p.grad is not None]
+    bad_gradient = first_nonfinite([p.grad for _, p in named]).to(loss.device)
     scaler.step(optimizer)
     scaler.update()
-    skipped = scaler.is_enabled() and scaler.get_scale() < scale
-    return {"loss": total_loss, **values}, skipped
+    values = torch.stack([v.detach().float() for v in (loss, *terms.values())])
+    return StepValues(
+        step, tuple(terms), torch.cat([values, bad_gradient[None]]), [n for n, _ in named]
+    )

@@ -42,7 +42,7 @@ def resolve(
     cfg = spec.train
 
     def make_step(copies: Models) -> Callable[[int], None]:
-        opt = optimizer(copies, cfg)
+        opt = optimizer(copies, cfg, device)
         scaler = grad_scaler(device, cfg["amp"])
         n = budget.CALIBRATION_STEPS
 

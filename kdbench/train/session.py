@@ -16,7 +16,7 @@ from kdbench.cpus import configure_threads
 from kdbench.errors import KdbenchError
 from kdbench.results.files import write_json_atomic
 from kdbench.results.store import RunStore
-from kdbench.train import budget, checkpoint, measure, tuning
+from kdbench.train import budget, checkpoint, gpu, measure, tuning
 from kdbench.train.build import build_models, optimizer, pick_device
 from kdbench.train.cost import StepFlops, count_step_flops, median_step_seconds
 from kdbench.train.distributed import current, data_parallel, writer_first
@@ -36,16 +36,17 @@ def train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str
     started = time.perf_counter()
     cpu_threads = configure_threads()
     device = pick_device(spec.device)
-    cfg = spec.train
+    gpu.configure(device)
+    cfg = {**spec.train, "channels_last": gpu.channels_last(spec.train, device)}
     _check_batch_size(cfg["batch_size"])
     tuned_spec, tuned = tuning.choose(spec, store)  # builds the method; the run keeps spec.id
     train_set, eval_set, models = build_models(tuned_spec, store, device)
-    opt, scaler = optimizer(models, cfg), grad_scaler(device, cfg["amp"])
+    opt, scaler = optimizer(models, cfg, device), grad_scaler(device, cfg["amp"])
     ckpt_path = store.checkpoint_path(spec.id)
     with writer_first():  # rank 0 moves a corrupt checkpoint aside before the others look
         state = restore(ckpt_path, models, opt, scaler)
     protocol = {**spec.eval, "batch_size": spec.eval["batch_size"] or cfg["batch_size"]}
-    first = _first_batch(spec, train_set, device)
+    first = _first_batch(spec, cfg, train_set, device)
     flops = count_step_flops(models, first, cfg["steps"]).times(current().world)
     spent = measure.resolve(spec, store, train_set, models, first, flops.total, device)
     batches = start_workers(train_loader(
@@ -54,8 +55,9 @@ def train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str
     ))
     models.model.train()
     state.sessions.append({**session(), "step": state.step})
+    stepping = gpu.compiled(_stepping(models, device), cfg["compile"])
     run = Fit(
-        spec, models, _stepping(models, device), opt, scaler, device, state, spent.steps,
+        spec, models, stepping, opt, scaler, device, cfg, state, spent.steps,
         per_epoch=max(1, len(train_set) // cfg["batch_size"]),
         checkpoint=ckpt_path,
         evaluate=functools.partial(_evaluate, models, eval_set, protocol, device, cfg),
@@ -80,9 +82,10 @@ def _normals(spec: RunSpec) -> bool:
     return spec.dataset_options.get("modality") == "normals"
 
 
-def _first_batch(spec: RunSpec, train_set: Any, device: torch.device) -> dict[str, torch.Tensor]:
+def _first_batch(
+    spec: RunSpec, cfg: dict[str, Any], train_set: Any, device: torch.device
+) -> dict[str, torch.Tensor]:
     """The run's first training batch on ``device`` (what costs and budgets are measured on)."""
-    cfg = spec.train
     loader = train_loader(
         train_set, seed=spec.seed, train={**cfg, "workers": 0}, normals=_normals(spec), start=0,
         device=device,

@@ -167,11 +167,35 @@ def test_push_is_a_fifo_ring_per_class() -> None:
     memory = ClassMemory(2, 1, pixel_size=5, region_size=1, pixels_per_class=2)
     q, ptr = memory.pixel_queue, memory.pixel_ptr
     other = q[1].clone()
+    keep = torch.tensor([[True, True], [False, False]])  # class 1 writes nothing
     for first in (1.0, 3.0, 5.0):
-        ClassMemory.push(q, ptr, 0, torch.tensor([[first], [first + 1]]))
+        rows = torch.tensor([[[first], [first + 1]], [[-1.0], [-1.0]]])
+        ClassMemory.push(q, ptr, rows, keep)
     assert q[0, :, 0].tolist() == [6.0, 2.0, 3.0, 4.0, 5.0]  # 6 overwrote the oldest entry, 1
     assert ptr.tolist() == [1, 0]
     assert torch.equal(q[1], other)
+    ClassMemory.push(q, ptr, torch.tensor([[[7.0], [8.0]], [[9.0], [10.0]]]),
+                     torch.tensor([[True, False], [True, True]]))  # a prefix of each class's rows
+    assert q[0, :, 0].tolist() == [6.0, 7.0, 3.0, 4.0, 5.0] and q[1, :2, 0].tolist() == [9.0, 10.0]
+    assert ptr.tolist() == [2, 2]
+
+
+def test_enqueue_picks_pixels_uniformly_without_replacement() -> None:
+    """Class 0 has 4 pixels, 2 picked per call: every pair of distinct pixels is equally likely
+    (6 pairs, each with probability 1/6), and a class with one pixel enqueues just it."""
+    torch.manual_seed(0)
+    memory = ClassMemory(2, 1, pixel_size=2, region_size=1, pixels_per_class=2)
+    feats = torch.tensor([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]]])
+    label = torch.tensor([[[0, 0, 1], [0, 0, IGNORE_INDEX]]])
+    pairs: dict[frozenset, int] = {}
+    for _ in range(600):
+        memory.enqueue(feats, label)
+        picked = frozenset(memory.pixel_queue[0, :, 0].tolist())
+        pairs[picked] = pairs.get(picked, 0) + 1
+        assert memory.pixel_queue[1, memory.pixel_ptr[1] - 1, 0].item() == 3.0
+    assert set(pairs) == {frozenset(p) for p in
+                          [(1, 2), (1, 4), (1, 5), (2, 4), (2, 5), (4, 5)]}
+    assert all(60 <= n <= 140 for n in pairs.values()), pairs  # 100 expected, ~8.3 sd
 
 
 def test_enqueue_regions_and_pixels_per_image_and_class() -> None:

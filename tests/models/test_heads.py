@@ -13,6 +13,7 @@ from kdbench.models.student import Segmenter
 from kdbench.registry import HEADS, METHODS, TEACHERS
 from kdbench.train.loop import Models, train_step
 from kdbench.train.pipeline import train_loader
+from kdbench.train.precision import PendingSteps
 
 K = 7
 HEAD_NAMES = ["fpn", "deeplabv3", "pspnet", "mlp"]
@@ -82,8 +83,10 @@ def train_every_method(teacher: torch.nn.Module, head: str, options: dict,
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         before = {k: v.clone() for k, v in student.decoder.state_dict().items()}
         for step, data in enumerate(batches):
-            terms, _ = train_step(models, data, step, 2, 0, train, optimizer, scaler,
-                                  torch.device("cpu"))
+            pending = PendingSteps()
+            pending.add(train_step(models, data, step, 2, 0, train, optimizer, scaler,
+                                   torch.device("cpu")))
+            terms = pending.read().losses[0]
             assert all(torch.isfinite(torch.tensor(v)) for v in terms.values()), (name, terms)
             assert "aux" in terms and "ce" in terms
             assert name == "none" or len(terms) >= 4, (name, terms)

@@ -17,7 +17,7 @@ from kdbench.registry import METHODS
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.loop import cross_entropy
-from kdbench.train.precision import NonFiniteError, check_gradients, check_terms
+from kdbench.train.precision import NonFiniteError, PendingSteps, StepValues, first_nonfinite
 from kdbench.train.run import train_run
 from tests.train.test_run import teacher_results, tiny_suite  # noqa: F401 - a fixture
 
@@ -138,12 +138,33 @@ def test_cross_entropy_of_an_all_ignored_batch_is_zero_with_zero_gradient() -> N
     torch.testing.assert_close(cross_entropy(logits, label), want)
 
 
-def test_checks_name_the_term_and_the_parameter() -> None:
-    check_terms({"ce": 1.0, "kd": 0.5}, 7)
+def _step(step: int, terms: dict[str, float], bad_gradient: int) -> StepValues:
+    values = torch.tensor([sum(terms.values()), *terms.values(), float(bad_gradient)])
+    return StepValues(step, tuple(terms), values, ["model.a", "model.b"])
+
+
+def test_the_read_names_the_first_bad_step_and_its_term_or_parameter() -> None:
+    pending = PendingSteps()
+    pending.add(_step(6, {"ce": 1.0, "kd": 0.5}, -1))
+    pending.add(_step(7, {"ce": 1.0, "kd": float("inf")}, 1))
+    pending.add(_step(8, {"ce": float("nan"), "kd": 0.5}, -1))
     with pytest.raises(NonFiniteError, match="step 7: loss term 'kd' is inf"):
-        check_terms({"ce": 1.0, "kd": float("inf")}, 7)
-    good, bad = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
-    good.grad, bad.grad = torch.ones(2), torch.tensor([1.0, float("nan")])
-    check_gradients([("good", good)], 3)
-    with pytest.raises(NonFiniteError, match="step 3: non-finite gradient of 'bad'"):
-        check_gradients([("good", good), ("bad", bad)], 3)
+        pending.read()
+    assert pending.steps == []
+    pending.add(_step(3, {"ce": 1.0}, -1))
+    pending.add(_step(4, {"ce": 1.0}, 1))
+    with pytest.raises(NonFiniteError, match="step 4: non-finite gradient of 'model.b'"):
+        pending.read()
+    fp16 = PendingSteps(fp16=True)  # the scaler skipped step 4's update: counted, not failed
+    fp16.add(_step(3, {"ce": 1.0}, -1))
+    fp16.add(_step(4, {"ce": 2.0}, 0))
+    read = fp16.read()
+    assert read.skipped == 1 and read.losses == [{"loss": 1.0, "ce": 1.0}, {"loss": 2.0, "ce": 2.0}]
+
+
+def test_first_nonfinite_finds_the_first_bad_tensor_without_reading_it() -> None:
+    good, nan, inf = torch.ones(3), torch.tensor([1.0, float("nan")]), torch.tensor([-float("inf")])
+    assert first_nonfinite([good, good]).item() == -1
+    assert first_nonfinite([good, nan, inf]).item() == 1
+    assert first_nonfinite([inf, good, nan]).item() == 0
+    assert first_nonfinite([]).item() == -1
