@@ -1,0 +1,59 @@
+"""The resolved configs and run ids of every suite under ``suites/`` (and of a few variants that
+exercise tuning trials and the launch section), as JSON: the golden file the config tests compare
+against (``tests/golden/resolved_suites.json``, written before the config split).
+
+    python tests/golden/resolve_suites.py > tests/golden/resolved_suites.json
+
+Suites on real data sets resolve without their data: each folder data set's root check is
+replaced by one that accepts any root (the root is not part of a run's config).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parents[2]
+
+VARIANTS: dict[str, list[str]] = {
+    "quickstart+tune": ["tune.trials=2", "seeds=[0, 1]"],
+    "fair+tune": ["tune.trials=2", "tune.split=0.25"],
+}
+"""Extra entries: ``<suite stem>+<name>`` -> the ``--set`` overrides applied to that suite."""
+
+
+def entries() -> list[tuple[str, Path, list[str]]]:
+    """(key, suite file, overrides) of every golden entry, suites in path order."""
+    suites = sorted((ROOT / "suites").rglob("*.yaml"))
+    out = [(str(p.relative_to(ROOT)), p, []) for p in suites]
+    for key, overrides in VARIANTS.items():
+        out.append((key, ROOT / "suites" / f"{key.split('+')[0]}.yaml", overrides))
+    return out
+
+
+def resolve(path: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    """``[{"id", "config"}]`` of every run of the suite in its order (plugin paths relative)."""
+    from kdbench.config import load_suite
+    from kdbench.data.loading import FolderDataset
+
+    with mock.patch.object(FolderDataset, "check_available", classmethod(lambda c, o: None)):
+        suite = load_suite(path, overrides)
+    runs = []
+    for spec in suite.runs:
+        config = spec.to_dict()
+        config["plugins"] = [[str(Path(p).relative_to(ROOT)), h] for p, h in config["plugins"]]
+        runs.append({"id": spec.id, "config": config})
+    return runs
+
+
+def main() -> None:
+    golden = {key: resolve(path, overrides) for key, path, overrides in entries()}
+    json.dump(golden, sys.stdout, indent=1, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
