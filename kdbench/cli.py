@@ -94,8 +94,8 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
 
         options.pop("jobs", None)  # the local executor's option
         return from_options(options, results / "slurm")
-    from kdbench.launch.slurm_options import STAGES, processes
-    from kdbench.launch.workers import WorkerExecutor, check_jobs
+    from kdbench.launch.workers import WorkerExecutor
+    from kdbench.resources import STAGES, check_jobs, processes
 
     per_run = {stage: processes(options, stage) for stage in STAGES}
     per_run["trial"] = per_run["student"]  # tuning trials train as their students do

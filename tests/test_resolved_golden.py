@@ -3,7 +3,8 @@
 
 A run's id moves only through its methods' source hash (``code``) when a method file is edited:
 the configs are compared with ``code`` aside and every run id replaced by the run's position,
-and the ids themselves wherever the run's ``code`` is the recorded one (teachers: always).
+and the ids themselves wherever the run's ``code`` is the recorded one (teachers: always). The
+one key added since, ``needs``, must say what the teacher and trials already said.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def _positional(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("key,path,overrides", entries(), ids=[e[0] for e in entries()])
 def test_suite_resolves_as_recorded(key: str, path: Path, overrides: list[str]) -> None:
     runs, golden = resolve(path, overrides), GOLDEN[key]
+    for run in runs:
+        config = run["config"]
+        trials = (config["train"].get("tune") or {}).get("trials", [])
+        assert config.pop("needs") == [config["teacher_id"]] * bool(config["teacher_id"]) + trials
     assert len(runs) == len(golden)
     assert _positional(runs) == _positional(golden)
     same_code = [(r["id"], g["id"]) for r, g in zip(runs, golden, strict=True)

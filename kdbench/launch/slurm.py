@@ -16,7 +16,7 @@ Each job runs a :class:`~kdbench.launch.slurm_job.TrainJob`: ``fn(spec, results_
 raising ``RunFailed`` when the returned record is not complete (the contract has ``fn`` return a
 failed record instead of raising, but only a nonzero exit keeps SLURM from satisfying
 ``afterok``), and checkpointing and requeueing itself on SLURM's warning signal before the time
-limit. Resources may differ per stage (:mod:`kdbench.launch.slurm_options`).
+limit. Resources may differ per stage (:mod:`kdbench.resources`).
 
 Every submission is remembered in ``<folder>/submissions.json``
 (:mod:`kdbench.launch.slurm_state`): :meth:`SlurmExecutor.submit` alone is ``kdbench run
@@ -51,7 +51,7 @@ from typing import Any
 from kdbench.errors import KdbenchError
 from kdbench.launch.base import RunFn, fail_unless_complete
 from kdbench.launch.slurm_job import RunFailed, TrainJob
-from kdbench.launch.slurm_options import RESOURCES, resolve, sbatch_flags, sbatch_parameters
+from kdbench.resources import RESOURCES, resolve, sbatch_flags, sbatch_parameters
 from kdbench.launch.slurm_state import active_jobs, add_submissions, submission_entry
 from kdbench.results.store import RunStore
 
@@ -107,7 +107,7 @@ class Plan:
 class SlurmExecutor:
     """Trains the waves of a suite as SLURM job arrays (see the module docstring).
 
-    ``options`` are the suite's ``launch:`` options (:mod:`kdbench.launch.slurm_options`).
+    ``options`` are the suite's ``launch:`` options (:mod:`kdbench.resources`).
     ``submitted`` holds the SLURM job ids of the arrays submitted by the last :meth:`submit`.
     """
 

@@ -39,39 +39,8 @@ from kdbench.errors import KdbenchError
 from kdbench.launch.base import RunFn, fail_unless_complete, failed_record
 from kdbench.launch.local import ProgressPrinter
 from kdbench.launch.placement import STOP_WAIT_S, cpu_shares, own_cpus, visible_gpus
+from kdbench.resources import check_jobs
 from kdbench.results.store import RunStore
-
-
-def check_jobs(jobs: Any, where: str = "launch.jobs") -> int:
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise KdbenchError(f"{where}: expected an integer >= 1, got {jobs!r}")
-    return jobs
-
-
-def check_local_options(options: dict[str, Any]) -> None:
-    """Validate the local executors' ``launch:`` options: ``jobs``, and the processes per run
-    (``tasks_per_node``, ``gpus_per_node``, also in ``teacher:``/``student:`` overrides)."""
-    from kdbench.launch.slurm_options import PARALLEL, STAGES, check_value
-
-    local = [k for k in PARALLEL if k != "nodes"]
-    for key, value in options.items():
-        if key == "jobs":
-            check_jobs(value)
-        elif key in local:
-            check_value(key, value)
-        elif key in STAGES and isinstance(value, dict):
-            for name, inner in value.items():
-                if name not in local:
-                    raise KdbenchError(
-                        f"launch.{key}.{name}: the local executor takes {' and '.join(local)} "
-                        "per stage"
-                    )
-                check_value(name, inner, f"launch.{key}.")
-        else:
-            raise KdbenchError(
-                f"launch.{key}: the local executor takes jobs, {', '.join(local)} and teacher/"
-                "student overrides of them"
-            )
 
 
 def _worker(
