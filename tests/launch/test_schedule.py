@@ -143,3 +143,20 @@ def test_a_cycle_is_refused_and_the_order_follows_the_edges(tmp_path: Path) -> N
         f"not started: the run {x} it needs has no complete record and is not part of this launch"
     )
     assert RunStore(tmp_path).load(c)["error"] == record["error"]  # written
+
+
+def test_tuned_students_depend_on_their_trials_in_one_submission(tmp_path: Path) -> None:
+    """``tune:`` needs no second pass: each student's array waits for its teacher and trials
+    (the choice among them is made inside the student's job), so ``--detach`` submits it all."""
+    suite = load_suite(QUICKSTART, ["seeds=[0]", "methods=[none, kd]", "tune.trials=2"])
+    executor = SlurmExecutor(tmp_path / "jobs", time_min=30)
+    plan = executor.plan(suite.runs, tmp_path / "results")
+    [teacher], [kd] = suite.teachers, [s for s in suite.students if s.method == "kd"]
+    trials = [t.id for t in suite.trials]
+    assert kd.needs == (teacher.id, *trials) and len(trials) == 2
+    [array] = [a for a in plan.arrays if kd in a.specs]
+    assert array.after_runs == kd.needs
+    assert array.dependency(lambda run: f"job-of-{run}") == "afterok:" + ":".join(
+        f"job-of-{run}" for run in kd.needs
+    )
+    assert [a.name for a in plan.arrays].index(array.name) == len(plan.arrays) - 1
