@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,10 +40,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from kdbench.results.files import check_writable
 
         check_writable(results)
+    kinds = Counter(spec.kind for spec in suite.runs)
     print(
-        f"suite {suite.name}: {len(suite.runs)} runs ({len(suite.teachers)} teachers, "
-        f"{len(suite.students)} students), {len(suite.runs) - len(pending)} complete, "
-        f"{len(pending)} to run; results in {results}",
+        f"suite {suite.name}: {len(suite.runs)} runs "
+        f"({', '.join(f'{n} {kind}s' for kind, n in kinds.items())}), "
+        f"{len(suite.runs) - len(pending)} complete, {len(pending)} to run; results in {results}",
         file=sys.stderr,
     )
     executor = _executor(args, suite, results) if pending else None
