@@ -49,10 +49,18 @@ def resolve(path: Path, overrides: list[str]) -> list[dict[str, Any]]:
     return runs
 
 
+def dumps(golden: dict[str, list[dict[str, Any]]]) -> str:
+    """The golden JSON, one run per line."""
+    blocks = [
+        json.dumps(key) + ": [\n" + ",\n".join(json.dumps(run, sort_keys=True) for run in runs)
+        + "\n]"
+        for key, runs in sorted(golden.items())
+    ]
+    return "{\n" + ",\n".join(blocks) + "\n}\n"
+
+
 def main() -> None:
-    golden = {key: resolve(path, overrides) for key, path, overrides in entries()}
-    json.dump(golden, sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
+    sys.stdout.write(dumps({key: resolve(path, o) for key, path, o in entries()}))
 
 
 if __name__ == "__main__":
