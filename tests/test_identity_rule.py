@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.config import IDENTITY_DEFAULTS, TRAIN_SCHEMA, load_suite
+from kdbench.config import IDENTITY_DEFAULTS, TRAIN_SCHEMA, RunSpec, load_suite
 from kdbench.schema import Field, positive
 
 QUICKSTART = Path(__file__).parents[1] / "suites" / "quickstart.yaml"
@@ -57,3 +57,13 @@ def test_without_its_identity_default_a_new_key_would_move_the_ids(
 
 def test_keys_that_cannot_change_a_result_never_move_an_id(recorded: list[str]) -> None:
     assert quickstart_ids("train.workers=3", "device=cpu", "name=elsewhere") == recorded
+
+
+def test_a_stored_config_gives_back_the_run_and_its_needs_even_from_before_needs() -> None:
+    suite = load_suite(QUICKSTART, ["seeds=[0]", "tune.trials=1"])
+    for spec in suite.runs:
+        config = spec.to_dict()
+        assert RunSpec.from_dict(config) == spec and RunSpec.from_dict(config).id == spec.id
+        del config["needs"]  # a record written before runs named their needs
+        older = RunSpec.from_dict(config)
+        assert older.id == spec.id and older.needs == spec.needs
