@@ -83,7 +83,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         suite = load_suite(SUITE, [seeds])
         t2 = time.perf_counter()
         store = RunStore(results)
-        pending = [[s for s in w if store.status(s.id) != "complete"] for w in suite.waves]
+        pending = [s for s in suite.runs if store.status(s.id) != "complete"]
         t3 = time.perf_counter()
         options = {k: v for k, v in suite.settings["launch"].items() if k != "executor"}
         executor = from_options(options, results / "slurm")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,19 +35,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite_cached(args.suite, args.set)
     results = _results_dir(args, suite.name)
     store = RunStore(results)
-    pending = [[s for s in wave if store.status(s.id) != "complete"] for wave in suite.waves]
-    if not args.dry_run and any(pending):
+    pending = [spec for spec in suite.runs if store.status(spec.id) != "complete"]
+    if not args.dry_run and pending:
         from kdbench.results.files import check_writable
 
         check_writable(results)
-    n_pending = sum(map(len, pending))
+    kinds = Counter(spec.kind for spec in suite.runs)
     print(
-        f"suite {suite.name}: {len(suite.runs)} runs ({len(suite.teachers)} teachers, "
-        f"{len(suite.students)} students), {len(suite.runs) - n_pending} complete, "
-        f"{n_pending} to run; results in {results}",
+        f"suite {suite.name}: {len(suite.runs)} runs "
+        f"({', '.join(f'{n} {kind}s' for kind, n in kinds.items())}), "
+        f"{len(suite.runs) - len(pending)} complete, {len(pending)} to run; results in {results}",
         file=sys.stderr,
     )
-    executor = _executor(args, suite, results) if n_pending else None
+    executor = _executor(args, suite, results) if pending else None
     slurm = False
     if executor is not None:
         from kdbench.launch.slurm import SlurmExecutor
@@ -55,29 +56,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach and executor is not None and not slurm:
         raise KdbenchError("--detach: only with the slurm executor (--executor slurm)")
     if args.dry_run:
-        for wave in pending:
-            for spec in wave:
-                print(f"{spec.id}  {spec.describe()}")
+        for spec in pending:
+            print(f"{spec.id}  {spec.describe()}")
         if slurm:  # the sbatch flags of every array and dependency
             print(executor.describe(executor.plan(pending, results)))  # type: ignore[union-attr]
         return EXIT_OK
+    failed: list[dict] = []
     if executor is not None:
         from kdbench.train.run import train_run
 
         if args.detach:
-            if len(pending) > 2:
-                raise KdbenchError(
-                    "--detach: a suite with tuning trials (tune.trials) needs the submitting "
-                    "process to choose each row's options before its final runs start"
-                )
             print(executor.detach(pending, results, train_run))  # type: ignore[union-attr]
             return EXIT_OK
-        # with tuning trials, the final runs start once every trial is done (on SLURM too)
-        passes = [pending] if len(pending) == 2 else [pending[:2], [[], *pending[2:]]]
-        records = [r for part in passes for r in executor.run(part, results, train_run)]
+        records = executor.run(pending, results, train_run)
         failed = [r for r in records if r["status"] != "complete"]
-    else:
-        failed = []
     _print_summary(results, suite)
     for record in failed:
         print(f"run {record['id']} failed: {record.get('error', '?')}", file=sys.stderr)
@@ -94,11 +86,10 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
 
         options.pop("jobs", None)  # the local executor's option
         return from_options(options, results / "slurm")
-    from kdbench.launch.slurm_options import STAGES, processes
-    from kdbench.launch.workers import WorkerExecutor, check_jobs
+    from kdbench.launch.workers import WorkerExecutor
+    from kdbench.resources import STAGES, check_jobs, processes
 
     per_run = {stage: processes(options, stage) for stage in STAGES}
-    per_run["trial"] = per_run["student"]  # tuning trials train as their students do
     if options.get("nodes", 1) > 1:
         raise KdbenchError("launch.nodes: a local executor trains on this machine; expected 1")
     jobs = check_jobs(args.jobs if args.jobs is not None else options.get("jobs", 1), "--jobs")

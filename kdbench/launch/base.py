@@ -1,11 +1,12 @@
 """The executor contract.
 
-A suite expands into *waves* of run specs: wave 0 holds the teachers, wave 1 the students, and
-every student names its teacher's run id (``spec.teacher_id``). An executor trains the runs that
-are not complete yet, each through ``train_run(spec, results_dir)`` (in
+A launch is a list of run specs; each names the runs it needs (``spec.needs``: its teacher, its
+tuning trials, a method's stage), and :mod:`kdbench.launch.schedule` decides from those edges
+and the store's records what may start. An executor trains the runs that are not complete yet,
+each once its needs are complete, through ``train_run(spec, results_dir)`` (in
 :mod:`kdbench.train.run`), which writes the run's record to the store and returns it; a failed
-run returns a record with ``status == "failed"`` instead of raising. A student whose teacher
-failed is not started: its record says so.
+run returns a record with ``status == "failed"`` instead of raising. A run that needs a failed
+run is not started: its record names that run.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ the installed package). ``progress`` is an optional callback for in-process prog
 
 
 class Executor(Protocol):
-    """Trains waves of run specs in order; returns one record per spec."""
+    """Trains run specs, each after the runs it needs; returns one record per spec."""
 
-    def run(
-        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
-    ) -> list[dict[str, Any]]: ...
+    def run(self, runs: Sequence[Any], results_dir: Path, fn: RunFn) -> list[dict[str, Any]]: ...
 
 
 def failed_record(spec: Any, error: str, traceback: str | None = None) -> dict[str, Any]:

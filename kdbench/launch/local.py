@@ -1,4 +1,4 @@
-"""The in-process executor: runs waves one after the other in this Python process.
+"""The in-process executor: trains the runs of a launch one after the other in this process.
 
 On a CPU machine this is the fastest choice (torch already uses every core inside one run).
 It prints one progress line per log interval: runs done, the current run, its step and epoch,
@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from kdbench.launch.base import RunFn, failed_record
+from kdbench.config import stage_of
+from kdbench.launch.base import RunFn
+from kdbench.launch.schedule import Schedule
 from kdbench.launch.spawn import train_spawned
 from kdbench.results.store import RunStore
 
@@ -81,11 +83,12 @@ class ProgressPrinter:
 
 
 class LocalExecutor:
-    """Trains every run in this process, teachers first; a student of a failed teacher is skipped
-    with a failed record that names the teacher.
+    """Trains every run in this process, each once the runs it needs are complete
+    (:class:`~kdbench.launch.schedule.Schedule`); a run that needs a failed run is not started,
+    and its failed record names that run.
 
     Runs another live process is training (it holds their lease) are passed over, then waited
-    for once everything else is done, so that every process of a suite ends with every record.
+    for once nothing else is ready, so that every process of a suite ends with every record.
     """
 
     def __init__(
@@ -93,39 +96,40 @@ class LocalExecutor:
     ) -> None:
         self.stream = stream
         self.processes = dict(processes or {})
-        """Processes per run by kind (``teacher``/``student``; 1 when absent): a run with
-        several trains in that many local ranks (:mod:`kdbench.launch.spawn`)."""
+        """Processes per run by launch stage (``teacher``/``student``, see
+        :func:`kdbench.config.stage_of`; 1 when absent): a run with several trains in that many
+        local ranks (:mod:`kdbench.launch.spawn`)."""
 
-    def run(
-        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
-    ) -> list[dict[str, Any]]:
-        store = RunStore(results_dir)
-        printer = ProgressPrinter([spec for wave in waves for spec in wave], self.stream)
-        records: dict[str, dict[str, Any]] = {}
-        failed_teachers: dict[str, str] = {}
-        order = [spec for wave in waves for spec in wave]
-        for wait in (False, True):
-            for spec in order:
-                if spec.id in records and records[spec.id]["status"] != "running":
-                    continue
-                printer.start(spec)
-                if spec.teacher_id in failed_teachers:
-                    reason = failed_teachers[spec.teacher_id]
-                    record = failed_record(
-                        spec, f"not started: teacher run {spec.teacher_id} failed ({reason})"
-                    )
-                    store.write(record)
-                elif self.processes.get(spec.kind, 1) > 1:
-                    record = train_spawned(
-                        fn, spec, str(results_dir), self.processes[spec.kind], printer, wait
-                    )
-                else:
-                    record = fn(spec, str(results_dir), progress=printer, wait=wait)
-                if spec.kind == "teacher" and record["status"] == "failed":
-                    failed_teachers[spec.id] = record.get("error", "failed")
-                records[spec.id] = record
-                if record["status"] == "running":
-                    print(f"{spec.describe()}: {record['error']}; later", file=self.stream)
-                else:
-                    printer.finish(spec, record)
-        return [records[spec.id] for spec in order]
+    def run(self, runs: Sequence[Any], results_dir: Path, fn: RunFn) -> list[dict[str, Any]]:
+        schedule = Schedule(runs, RunStore(results_dir))
+        printer = ProgressPrinter([s for s in runs if s.id not in schedule.records], self.stream)
+        report(printer, schedule.block())
+        later: list[Any] = []  # runs another live process holds: waited for last
+        while (ready := schedule.ready()) or later:
+            spec, wait = (ready[0], False) if ready else (later.pop(0), True)
+            printer.start(spec)
+            record = self._train(spec, results_dir, fn, printer, wait)
+            if record["status"] == "running":
+                schedule.take(spec)
+                later.append(spec)
+                print(f"{spec.describe()}: {record['error']}; later", file=self.stream)
+                continue
+            printer.finish(spec, record)
+            report(printer, schedule.finish(spec, record))
+        return schedule.ordered_records(runs)
+
+    def _train(
+        self, spec: Any, results_dir: Path, fn: RunFn, printer: ProgressPrinter, wait: bool
+    ) -> dict[str, Any]:
+        """``fn`` on ``spec`` in this process, or in its stage's number of local ranks."""
+        n = self.processes.get(stage_of(spec.kind), 1)
+        if n > 1:
+            return train_spawned(fn, spec, str(results_dir), n, printer, wait)
+        return fn(spec, str(results_dir), progress=printer, wait=wait)
+
+
+def report(printer: ProgressPrinter, blocked: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Print the runs a failure blocked (they count as done)."""
+    for spec, record in blocked:
+        printer.start(spec)
+        printer.finish(spec, record)

@@ -1,27 +1,28 @@
-"""The SLURM executor: a suite's waves as job arrays, through submitit.
+"""The SLURM executor: the run graph of a launch as job arrays, through submitit.
 
-Submission (all sbatch calls happen up front; Python never waits between the waves):
-
-- the teachers that are not complete in the store: one job array;
-- the students: one job array *per teacher*, submitted right away with
-  ``--dependency=afterok:<teacher array job>_<task>`` and ``--kill-on-invalid-dep=yes``.
-  A SLURM job array carries one dependency list for all of its tasks, and submitit's
-  ``executor.batch()`` submits a single sbatch with one parameter set, so a per-student
-  dependency on its own teacher's task takes one array per teacher. A failed teacher then
-  blocks only its own students, whom SLURM cancels at once instead of leaving them pending
-  forever. Students whose teacher is already complete form one array with no dependency; a
-  student whose teacher neither runs nor is complete is not submitted (failed record).
+Submission (all sbatch calls happen up front; Python never waits between arrays). The runs that
+are not complete in the store are grouped by kind and by the runs they need
+(``spec.needs``, :mod:`kdbench.launch.schedule`); each group is one job array, submitted in the
+order of the graph with ``--dependency=afterok:<job of each run it needs>`` and
+``--kill-on-invalid-dep=yes``. A SLURM job array carries one dependency list for all of its
+tasks, and submitit's ``executor.batch()`` submits a single sbatch with one parameter set, so
+the students of each teacher (and of each set of tuning trials) form their own array. A failed
+run then blocks only the runs that need it, whom SLURM cancels at once instead of leaving them
+pending forever. Runs whose needs are all complete form one array per kind with no dependency;
+a run that needs a run neither launched nor complete is not submitted (failed record). With
+``tune:`` the students simply depend on their trials: the choice among them is made inside the
+student's own job (:mod:`kdbench.train.tuning`), so ``--detach`` submits everything at once.
 
 Each job runs a :class:`~kdbench.launch.slurm_job.TrainJob`: ``fn(spec, results_dir)``,
 raising ``RunFailed`` when the returned record is not complete (the contract has ``fn`` return a
 failed record instead of raising, but only a nonzero exit keeps SLURM from satisfying
 ``afterok``), and checkpointing and requeueing itself on SLURM's warning signal before the time
-limit. Resources may differ per stage (:mod:`kdbench.launch.slurm_options`).
+limit. Resources may differ per stage (:mod:`kdbench.resources`).
 
 Every submission is remembered in ``<folder>/submissions.json``
 (:mod:`kdbench.launch.slurm_state`): :meth:`SlurmExecutor.submit` alone is ``kdbench run
 --detach``, and runs whose job is still pending or running are never submitted twice (their
-students depend on the job already there). :meth:`SlurmExecutor.plan` lists the arrays and
+dependents depend on the job already there). :meth:`SlurmExecutor.plan` lists the arrays and
 their sbatch flags without submitting (``kdbench run --executor slurm --dry-run``).
 
 Collection: every ``poll_s`` the executor checks which jobs are done (submitit's result file,
@@ -32,7 +33,8 @@ and ``sacct``, which needs SLURM accounting). A job's record is, in order:
 3. a complete record already in the store (the job wrote it, then died): never overwritten;
 4. otherwise a new failed record, written to the store, whose ``error`` names the exception
    (with its ``traceback``) or the SLURM state of a job that ended without a result
-   (killed, time limit, out of memory, cancelled, teacher's dependency never satisfied).
+   (killed, time limit, out of memory, cancelled), or, for a job whose dependency was never
+   satisfied, the failed run it needed.
 
 Ctrl-C (or any error while submitting or waiting) cancels every job submitted by this run.
 The sbatch scripts, pickles and job logs live under ``folder``.
@@ -48,11 +50,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbench.config import stage_of
 from kdbench.errors import KdbenchError
 from kdbench.launch.base import RunFn, fail_unless_complete
+from kdbench.launch.schedule import Schedule
 from kdbench.launch.slurm_job import RunFailed, TrainJob
-from kdbench.launch.slurm_options import RESOURCES, resolve, sbatch_flags, sbatch_parameters
 from kdbench.launch.slurm_state import active_jobs, add_submissions, submission_entry
+from kdbench.resources import RESOURCES, resolve, sbatch_flags, sbatch_parameters
 from kdbench.results.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -74,24 +78,29 @@ def _load_or_none(store: RunStore, run_id: str) -> dict[str, Any] | None:
 
 @dataclass
 class Array:
-    """One job array of a launch: its runs, their stage's sbatch parameters, and the teacher run
-    (of this launch) or the job (of an earlier one) all its tasks wait for."""
+    """One job array of a launch: runs of one kind that need the same runs, their stage's sbatch
+    parameters, and the runs (of this launch) and jobs (of an earlier one) all its tasks wait
+    for."""
 
     name: str
     stage: str
     specs: list[Any]
     params: dict[str, Any]
-    after_run: str | None = None
-    after_job: str | None = None
+    after_runs: tuple[str, ...] = ()
+    after_jobs: tuple[str, ...] = ()
 
     def dependency(self, job_of_run: Callable[[str], str]) -> str | None:
-        """The sbatch ``--dependency`` of the array: ``afterok`` on its teacher's job, named by
-        ``job_of_run(teacher run id)`` for a teacher of this launch."""
-        if self.after_run is not None:
-            return f"afterok:{job_of_run(self.after_run)}"
-        if self.after_job is not None:
-            return f"afterok:{self.after_job}"
-        return None
+        """The sbatch ``--dependency`` of the array: ``afterok`` on the job of every run it needs,
+        named by ``job_of_run(run id)`` for a run of this launch."""
+        jobs = [*map(job_of_run, self.after_runs), *self.after_jobs]
+        return f"afterok:{':'.join(jobs)}" if jobs else None
+
+
+def _array_name(kind: str, runs: tuple[str, ...], jobs: tuple[str, ...]) -> str:
+    """``students``, ``students-of-<run>``, ``students-after-<job>``, ``...-and-2-more``."""
+    name = f"{kind}s" + (f"-of-{runs[0]}" if runs else f"-after-{jobs[0]}" if jobs else "")
+    more = len(runs) + len(jobs) - 1
+    return name + (f"-and-{more}-more" if more > 0 else "")
 
 
 @dataclass
@@ -100,14 +109,16 @@ class Plan:
 
     arrays: list[Array]
     orphans: list[Any]
+    """Runs that need a failed run, or one that is neither launched nor complete."""
     active: dict[str, str]
     """{run id: job id} of runs whose job from an earlier launch is still pending or running."""
+    schedule: Schedule
 
 
 class SlurmExecutor:
-    """Trains the waves of a suite as SLURM job arrays (see the module docstring).
+    """Trains the runs of a launch as SLURM job arrays (see the module docstring).
 
-    ``options`` are the suite's ``launch:`` options (:mod:`kdbench.launch.slurm_options`).
+    ``options`` are the suite's ``launch:`` options (:mod:`kdbench.resources`).
     ``submitted`` holds the SLURM job ids of the arrays submitted by the last :meth:`submit`.
     """
 
@@ -119,45 +130,39 @@ class SlurmExecutor:
         self.poll_s = float(self.options["poll_s"])
         self.submitted: list[str] = []
 
-    def plan(self, waves: Sequence[Sequence[Any]], results_dir: Path) -> Plan:
-        """The arrays that :meth:`submit` would submit for the runs of ``waves``."""
-        store = RunStore(results_dir)
-        complete = {s.id for wave in waves for s in wave if store.status(s.id) == "complete"}
+    def plan(self, runs: Sequence[Any], results_dir: Path, write: bool = False) -> Plan:
+        """The arrays that :meth:`submit` would submit for ``runs``: one per kind of run and set
+        of runs needed, in the order of the graph; ``write``: write the orphans' records."""
         active = active_jobs(self.folder)
-        todo = [[s for s in wave if s.id not in complete | set(active)] for wave in waves]
-        params = {
-            st: sbatch_parameters(self.options[st], self.options) for st in ("teacher", "student")
-        }
-        teachers = todo[0] if todo else []
-        arrays = [Array("teachers", "teacher", teachers, params["teacher"])] if teachers else []
-        launched = {spec.id for spec in teachers}
-        groups: dict[tuple[str | None, str | None], list[Any]] = {}
-        orphans = []
-        for spec in (s for wave in todo[1:] for s in wave):
-            teacher = spec.teacher_id
-            if teacher in launched:
-                groups.setdefault((teacher, None), []).append(spec)
-            elif teacher in active:
-                groups.setdefault((None, active[teacher]), []).append(spec)
-            elif teacher is None or teacher in complete or store.status(teacher) == "complete":
-                groups.setdefault((None, None), []).append(spec)
-            else:
-                orphans.append(spec)
-        for (run, job), specs in groups.items():
-            name = f"students-of-{run}" if run else f"students-after-{job}" if job else "students"
-            arrays.append(Array(name, "student", specs, params["student"], run, job))
-        return Plan(arrays, orphans, active)
+        schedule = Schedule(runs, RunStore(results_dir), write, elsewhere=active)
+        for spec in schedule.order:
+            if spec.id in active and spec.id not in schedule.records:
+                schedule.take(spec)
+        orphans = [spec for spec, _ in schedule.block()]
+        groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[Any]] = {}
+        for spec in schedule.order:
+            if spec.id in schedule.records or spec.id in schedule.taken:
+                continue
+            pending = [n for n in spec.needs if schedule.need_state(n) == "pending"]
+            after_runs = tuple(n for n in pending if n not in active)
+            after_jobs = tuple(active[n] for n in pending if n in active)
+            groups.setdefault((spec.kind, after_runs, after_jobs), []).append(spec)
+        ordered = sorted(groups.items(), key=lambda group: schedule.depth(group[1][0]))
+        arrays = [
+            Array(_array_name(kind, after_runs, after_jobs), stage_of(kind), specs,
+                  sbatch_parameters(self.options[stage_of(kind)], self.options),
+                  after_runs, after_jobs)
+            for (kind, after_runs, after_jobs), specs in ordered
+        ]
+        return Plan(arrays, orphans, {k: v for k, v in active.items() if k in schedule.by_id},
+                    schedule)
 
     def describe(self, plan: Plan) -> str:
         """The sbatch flags of every array of ``plan`` and what each waits for (a dry run)."""
-        index = {}
-        for array in plan.arrays:
-            if array.stage == "teacher":
-                index = {spec.id: i for i, spec in enumerate(array.specs)}
+        task = {spec.id: f"<{a.name}>_{i}" for a in plan.arrays for i, spec in enumerate(a.specs)}
         lines = []
         for array in plan.arrays:
-            dependency = array.dependency(lambda run: f"<teachers>_{index[run]}")
-            flags = sbatch_flags(array.params, len(array.specs), dependency)
+            flags = sbatch_flags(array.params, len(array.specs), array.dependency(task.get))
             srun = " ".join(array.params.get("srun_args", []))
             lines.append(
                 f"sbatch {' '.join(flags)}   # {array.name}: {len(array.specs)} run(s)"
@@ -166,25 +171,18 @@ class SlurmExecutor:
         for run_id, job in plan.active.items():
             lines.append(f"# {run_id}: already submitted as job {job} (pending or running)")
         for spec in plan.orphans:
-            lines.append(f"# {spec.id}: not submitted, its teacher {spec.teacher_id} is missing")
+            error = plan.schedule.records[spec.id]["error"]
+            lines.append(f"# {spec.id}: not submitted; {error}")
         return "\n".join(lines)
 
     def submit(
-        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
+        self, runs: Sequence[Any], results_dir: Path, fn: RunFn
     ) -> tuple[dict[str, Any], Plan]:
         """Submit the arrays of :meth:`plan`; return ({run id: submitit job}, the plan).
 
-        Orphans (students whose teacher neither runs nor is complete) get failed records. Any
-        error while submitting cancels what this call submitted."""
-        store = RunStore(results_dir)
-        plan = self.plan(waves, results_dir)
-        for spec in plan.orphans:
-            fail_unless_complete(
-                store,
-                spec,
-                f"not started: its teacher {spec.teacher_id} has no complete record "
-                "and is not part of this launch",
-            )
+        Orphans get their failed records. Any error while submitting cancels what this call
+        submitted."""
+        plan = self.plan(runs, results_dir, write=True)
         self.submitted = []
         jobs: dict[str, Any] = {}
         try:
@@ -197,11 +195,11 @@ class SlurmExecutor:
             raise
         return jobs, plan
 
-    def detach(self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn) -> str:
+    def detach(self, runs: Sequence[Any], results_dir: Path, fn: RunFn) -> str:
         """Submit without waiting (``kdbench run --detach``); returns what was submitted, one
         line per run (run id, SLURM job id, log) and the arrays' job ids."""
-        jobs, plan = self.submit(waves, results_dir, fn)
-        specs = {spec.id: spec for wave in waves for spec in wave}
+        jobs, plan = self.submit(runs, results_dir, fn)
+        specs = {spec.id: spec for spec in runs}
         lines = [
             f"{run_id}  job {job.job_id}  {specs[run_id].describe()}  log {job.paths.stderr}"
             for run_id, job in jobs.items()
@@ -216,27 +214,17 @@ class SlurmExecutor:
         )
         return "\n".join(lines)
 
-    def run(
-        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
-    ) -> list[dict[str, Any]]:
-        """Submit the runs of ``waves`` that are not complete, wait, return one record per spec
-        (in the order of the waves); jobs of an earlier launch still running are waited for."""
-        store = RunStore(results_dir)
-        specs = [spec for wave in waves for spec in wave]
+    def run(self, runs: Sequence[Any], results_dir: Path, fn: RunFn) -> list[dict[str, Any]]:
+        """Submit the runs that are not complete, wait, return one record per run (in their
+        order); jobs of an earlier launch still running are waited for."""
         try:
-            jobs, plan = self.submit(waves, results_dir, fn)
+            jobs, plan = self.submit(runs, results_dir, fn)
             jobs.update(self._earlier_jobs(plan.active))
-            records: dict[str, dict[str, Any]] = {}
-            for spec in specs:
-                stored = _load_or_none(store, spec.id)
-                if spec.id not in jobs and stored is not None:
-                    records[spec.id] = stored
-            teacher_of = {spec.id: spec.teacher_id for spec in specs if spec.kind == "student"}
-            self._collect(jobs, {spec.id: spec for spec in specs}, teacher_of, records, store)
+            self._collect(jobs, plan.schedule)
         except BaseException:
             self.cancel()
             raise
-        return [records[spec.id] for spec in specs]
+        return plan.schedule.ordered_records(runs)
 
     def cancel(self) -> None:
         """Cancel every array the last :meth:`submit` submitted (finished ones are unaffected)."""
@@ -304,15 +292,9 @@ class SlurmExecutor:
         )
         return {spec.id: job for spec, job in zip(array.specs, jobs, strict=True)}
 
-    def _collect(
-        self,
-        jobs: dict[str, Any],
-        specs: dict[str, Any],
-        teacher_of: dict[str, str | None],
-        records: dict[str, dict[str, Any]],
-        store: RunStore,
-    ) -> None:
-        """Wait until every job in ``jobs`` has a record in ``records``."""
+    def _collect(self, jobs: dict[str, Any], schedule: Schedule) -> None:
+        """Wait until every job in ``jobs`` has its record in ``schedule`` (a run after the runs
+        it needs; a run that a failure blocked is not waited for: SLURM cancels its job)."""
         if not jobs:
             return
         watcher = next(iter(jobs.values())).watcher
@@ -321,14 +303,15 @@ class SlurmExecutor:
         last_status = time.monotonic()
         while pending:
             for run_id, job in list(pending.items()):
-                teacher_id = teacher_of.get(run_id)
-                if teacher_id in pending or not job.done():
-                    continue  # a student is collected after its teacher
-                record = self._outcome(
-                    specs[run_id], job, records.get(teacher_id), store, completed_at
-                )
+                spec = schedule.by_id[run_id]
+                if run_id in schedule.records:  # blocked by a failure
+                    del pending[run_id]
+                    continue
+                if any(n in pending for n in spec.needs) or not job.done():
+                    continue
+                record = self._outcome(spec, job, schedule, completed_at)
                 if record is not None:
-                    records[run_id] = record
+                    schedule.finish(spec, record)
                     del pending[run_id]
                     log.info("run %s (SLURM job %s): %s", run_id, job.job_id, record["status"])
             if pending:
@@ -338,17 +321,13 @@ class SlurmExecutor:
                     last_status = time.monotonic()
 
     def _outcome(
-        self,
-        spec: Any,
-        job: Any,
-        teacher: dict[str, Any] | None,
-        store: RunStore,
-        completed_at: dict[str, float],
+        self, spec: Any, job: Any, schedule: Schedule, completed_at: dict[str, float]
     ) -> dict[str, Any] | None:
         """The record of a finished job, or None to look again later (result file not there yet
         for a job SLURM calls COMPLETED)."""
         from submitit.core.utils import pickle_load
 
+        store = schedule.store
         if job.paths.result_pickle.exists():
             outcome, value = pickle_load(job.paths.result_pickle)
             if outcome == "success":
@@ -366,15 +345,10 @@ class SlurmExecutor:
             first = completed_at.setdefault(spec.id, time.monotonic())
             if time.monotonic() - first < RESULT_GRACE_S:
                 return None
-        if teacher is not None and teacher.get("status") != "complete":
-            error = (
-                f"not started: its teacher {spec.teacher_id} did not complete, so the SLURM "
-                f"dependency on it was never satisfied (job {job.job_id}: {state})"
-            )
-        else:
-            error = (
-                f"SLURM job {job.job_id} ended {state} without a result (log: {job.paths.stderr})"
-            )
+        blocked = schedule.blocked_error(spec)
+        if blocked is not None:  # a run it needs failed: SLURM never satisfied the dependency
+            return schedule.blocked_record(spec, blocked)
+        error = f"SLURM job {job.job_id} ended {state} without a result (log: {job.paths.stderr})"
         return fail_unless_complete(store, spec, error)
 
 

@@ -51,7 +51,7 @@ class RunFailed(Exception):
     """Raised inside a job when ``fn`` returned a record that is not complete.
 
     The job then exits nonzero, SLURM marks it FAILED and an ``afterok`` dependency on it is
-    never satisfied, so the students of a teacher whose training failed are not started.
+    never satisfied, so the runs that need a run whose training failed are not started.
     """
 
 

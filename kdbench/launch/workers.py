@@ -6,9 +6,9 @@ torch sizes its thread pools for that worker). Worker ``i`` is pinned
 and, where the runs train on CUDA, sees one GPU of those visible (``CUDA_VISIBLE_DEVICES``).
 Inside, :func:`kdbench.cpus.configure_threads` then sizes torch to that share.
 
-Scheduling: the runs are handed out in the order of the waves; a student is handed out only
-once its teacher's record is complete (a student of a failed teacher is not started: its
-record says so, as with the in-process executor). A worker that dies (killed, out of memory)
+Scheduling: a run is handed out once every run it needs is complete
+(:class:`~kdbench.launch.schedule.Schedule`); a run that needs a failed run is not started: its
+record says so, as with the in-process executor. A worker that dies (killed, out of memory)
 fails the run it held, and a new worker takes its CPUs.
 
 Progress: each worker sends its run's progress to this process, which prints the same lines
@@ -36,42 +36,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kdbench.errors import KdbenchError
-from kdbench.launch.base import RunFn, fail_unless_complete, failed_record
-from kdbench.launch.local import ProgressPrinter
+from kdbench.launch.base import RunFn, fail_unless_complete
+from kdbench.launch.local import ProgressPrinter, report
 from kdbench.launch.placement import STOP_WAIT_S, cpu_shares, own_cpus, visible_gpus
+from kdbench.launch.schedule import Schedule
+from kdbench.resources import check_jobs
 from kdbench.results.store import RunStore
-
-
-def check_jobs(jobs: Any, where: str = "launch.jobs") -> int:
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise KdbenchError(f"{where}: expected an integer >= 1, got {jobs!r}")
-    return jobs
-
-
-def check_local_options(options: dict[str, Any]) -> None:
-    """Validate the local executors' ``launch:`` options: ``jobs``, and the processes per run
-    (``tasks_per_node``, ``gpus_per_node``, also in ``teacher:``/``student:`` overrides)."""
-    from kdbench.launch.slurm_options import PARALLEL, STAGES, check_value
-
-    local = [k for k in PARALLEL if k != "nodes"]
-    for key, value in options.items():
-        if key == "jobs":
-            check_jobs(value)
-        elif key in local:
-            check_value(key, value)
-        elif key in STAGES and isinstance(value, dict):
-            for name, inner in value.items():
-                if name not in local:
-                    raise KdbenchError(
-                        f"launch.{key}.{name}: the local executor takes {' and '.join(local)} "
-                        "per stage"
-                    )
-                check_value(name, inner, f"launch.{key}.")
-        else:
-            raise KdbenchError(
-                f"launch.{key}: the local executor takes jobs, {', '.join(local)} and teacher/"
-                "student overrides of them"
-            )
 
 
 def _worker(
@@ -115,22 +85,18 @@ class WorkerExecutor:
         self.poll_s = poll_s
         self.shares = cpu_shares(sorted(own_cpus()), self.jobs)
 
-    def run(
-        self, waves: Sequence[Sequence[Any]], results_dir: Path, fn: RunFn
-    ) -> list[dict[str, Any]]:
-        specs = [spec for wave in waves for spec in wave]
-        gpus = self._gpus(specs)
+    def run(self, runs: Sequence[Any], results_dir: Path, fn: RunFn) -> list[dict[str, Any]]:
         store = RunStore(results_dir)
-        n_workers = min(self.jobs, len(specs))
-        printer = ProgressPrinter(specs, self.stream, parallel=n_workers)
-        in_launch = {spec.id for spec in specs}
-        ready = [s for s in specs if s.teacher_id not in in_launch]
-        waiting = [s for s in specs if s.teacher_id in in_launch]
-        records: dict[str, dict[str, Any]] = {}
+        schedule = Schedule(runs, store)
+        todo = [spec for spec in runs if spec.id not in schedule.records]
+        n_workers = min(self.jobs, len(todo))
+        printer = ProgressPrinter(todo, self.stream, parallel=max(n_workers, 1))
+        report(printer, schedule.block())
+        gpus = self._gpus(todo)
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
         workers: list[dict[str, Any]] = [{} for _ in range(n_workers)]
-        by_id = {spec.id: spec for spec in specs}
+        by_id = {spec.id: spec for spec in runs}
 
         def start_worker(i: int) -> None:
             tasks = ctx.Queue()
@@ -150,28 +116,17 @@ class WorkerExecutor:
             workers[i] = {"process": process, "tasks": tasks, "run": None}
 
         def finish(spec: Any, record: dict[str, Any]) -> None:
-            records[spec.id] = record
             printer.finish(spec, record)
-            for student in [s for s in waiting if s.teacher_id == spec.id]:
-                waiting.remove(student)
-                if record["status"] == "complete":
-                    ready.append(student)
-                else:
-                    reason = record.get("error", "failed")
-                    blocked = failed_record(
-                        student, f"not started: teacher run {spec.id} failed ({reason})"
-                    )
-                    store.write(blocked)
-                    printer.start(student)
-                    finish(student, blocked)
+            report(printer, schedule.finish(spec, record))
 
         try:
             for i in range(n_workers):
                 start_worker(i)
-            while ready or any(w["run"] for w in workers):
+            while schedule.ready() or any(w["run"] for w in workers):
                 for worker in workers:
-                    if worker["run"] is None and ready:
-                        spec = ready.pop(0)
+                    if worker["run"] is None and (ready := schedule.ready()):
+                        spec = ready[0]
+                        schedule.take(spec)
                         worker["run"] = spec.id
                         printer.start(spec)
                         worker["tasks"].put(spec)
@@ -183,7 +138,7 @@ class WorkerExecutor:
             worker["tasks"].put(None)
         for worker in workers:
             worker["process"].join()
-        return [records[spec.id] for spec in specs]
+        return schedule.ordered_records(runs)
 
     def _gpus(self, specs: Sequence[Any]) -> list[str]:
         """One visible GPU per worker when the runs train on CUDA; [] for CPU runs."""

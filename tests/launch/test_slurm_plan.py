@@ -65,21 +65,22 @@ def test_plan_groups_students_by_the_state_of_their_teacher(tmp_path: Path) -> N
     )
     options = {k: v for k, v in suite.settings["launch"].items() if k != "executor"}
     executor = from_options({**options, "student": {"time_min": 30}}, results / "slurm")
-    waves = [[t for t in suite.teachers if t.id != done.id], suite.students]
-    plan = executor.plan(waves, results)
+    runs = [t for t in suite.teachers if t.id != done.id] + suite.students
+    plan = executor.plan(runs, results)
     names = [a.name for a in plan.arrays]
     assert names[0] == "teachers" and len(plan.arrays[0].specs) == 1
     after_done = next(a for a in plan.arrays if a.name == "students")  # teacher complete
-    assert after_done.after_run is None and after_done.after_job is None
+    assert after_done.after_runs == () and after_done.after_jobs == ()
     assert {s.teacher_id for s in after_done.specs} == {done.id, None}  # None: the baselines
     waiting = next(a for a in plan.arrays if a.name.startswith("students-of-"))
-    assert waiting.after_run == plan.arrays[0].specs[0].id
+    assert waiting.after_runs == (plan.arrays[0].specs[0].id,)
     assert all(a.params["time"] == 30 for a in plan.arrays[1:])
     assert plan.arrays[0].params["time"] == suite.settings["launch"]["time_min"]  # teachers
     assert not plan.orphans
 
-    lost = executor.plan([[], suite.students], tmp_path / "empty")  # teachers nowhere
+    lost = executor.plan(suite.students, tmp_path / "empty")  # teachers nowhere
     distilling = [s for s in suite.students if s.teacher_id is not None]
     assert [a.name for a in lost.arrays] == ["students"]  # the baselines need no teacher
     assert len(lost.orphans) == len(distilling)
-    assert re.search(r"not submitted, its teacher \w+ is missing", executor.describe(lost))
+    assert re.search(r"not submitted; not started: the run \w+ it needs has no complete record",
+                     executor.describe(lost))

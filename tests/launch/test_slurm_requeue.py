@@ -62,7 +62,7 @@ def test_a_run_past_its_time_limit_requeues_and_resumes_exactly(
     out: dict = {}
     job = threading.Thread(
         target=lambda: out.update(
-            record=executor.run([[teacher]], tmp_path / "slurm", train_run)[0]
+            record=executor.run([teacher], tmp_path / "slurm", train_run)[0]
         )
     )
     job.start()

@@ -64,10 +64,10 @@ def test_two_workers_give_the_metrics_of_one_run_at_a_time(tmp_path: Path) -> No
         def flush(self) -> None: ...
 
     parallel = WorkerExecutor(2, stream=Lines(), poll_s=0.2).run(  # type: ignore[arg-type]
-        suite.waves, tmp_path / "parallel", train_run
+        suite.runs, tmp_path / "parallel", train_run
     )
     serial = LocalExecutor(stream=open(os.devnull, "w")).run(
-        suite.waves, tmp_path / "serial", train_run
+        suite.runs, tmp_path / "serial", train_run
     )
     assert [r["status"] for r in parallel] == ["complete"] * 3
     assert [r["metrics"] for r in parallel] == [r["metrics"] for r in serial]
@@ -95,6 +95,10 @@ class StandIn:
     def describe(self) -> str:
         return f"stand-in {self.id}"
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.teacher_id,) if self.teacher_id else ()
+
 
 def stand_in(
     spec: StandIn, results_dir: str, progress: Any = None, wait: bool = False
@@ -121,7 +125,7 @@ def test_a_dead_worker_fails_its_run_only_and_students_of_a_failed_teacher_wait(
     teachers = [StandIn(rid(1), "teacher", die=True), StandIn(rid(2), "teacher")]
     students = [StandIn(rid(3), "student", rid(1)), StandIn(rid(4), "student", rid(2))]
     records = WorkerExecutor(1, stream=open(os.devnull, "w"), poll_s=0.2).run(
-        [teachers, students], tmp_path, stand_in
+        teachers + students, tmp_path, stand_in
     )
     status = {r["id"]: r["status"] for r in records}
     assert status == {rid(1): "failed", rid(2): "complete", rid(3): "failed", rid(4): "complete"}

@@ -20,7 +20,7 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "suites" / "quickstart.yaml"
 @pytest.mark.slow
 def test_rgbx_teacher_beats_the_rgb_student_by_5_miou(tmp_path: Path) -> None:
     suite = load_suite(QUICKSTART, ["seeds=[0]", "methods=[none]"])
-    records = LocalExecutor().run(suite.waves, tmp_path, train_run)
+    records = LocalExecutor().run(suite.runs, tmp_path, train_run)
     teacher, student = (next(r for r in records if r["kind"] == kind)
                         for kind in ("teacher", "student"))
     assert teacher["status"] == student["status"] == "complete"

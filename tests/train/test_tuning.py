@@ -72,9 +72,12 @@ def test_every_method_gets_the_same_trials_and_trains_with_the_best(tmp_path: Pa
     assert [s.id for s in suite.trials] == [s.id for s in load_suite(path).trials]
     assert sorted(s.method for s in suite.trials) == ["cwd", "cwd", "kd", "kd"]
     assert all(s.train["holdout"] == {"split": 0.25, "seed": 0} for s in suite.trials)
-    assert len(suite.waves) == 3 and suite.waves[1] == suite.trials
+    assert all(trial.needs == (trial.teacher_id,) for trial in suite.trials)
+    for spec in suite.students:  # a tuned row's students need their teacher and its trials
+        trials = [t.id for t in suite.trials if t.method == spec.method]
+        assert spec.needs == ((spec.teacher_id, *trials) if spec.method != "none" else ())
     results = tmp_path / "results"
-    records = {r["id"]: r for r in LocalExecutor().run(suite.waves, results, train_run)}
+    records = {r["id"]: r for r in LocalExecutor().run(suite.runs, results, train_run)}
     assert all(r["status"] == "complete" for r in records.values())
     for spec in suite.students:
         tuning = records[spec.id].get("tuning")

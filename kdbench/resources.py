@@ -1,4 +1,5 @@
-"""The SLURM executor's ``launch:`` options and the sbatch parameters they give each stage.
+"""A suite's ``launch:`` options, checked for every executor, and the sbatch parameters they
+give each stage (kept below :mod:`kdbench.launch`, so that suite validation needs no executor).
 
 Resources (``partition``, ``time_min``, ``cpus_per_task``, ``gpus_per_node``, ``tasks_per_node``,
 ``nodes``, ``mem_gb``) apply to every job; ``teacher: {...}`` and ``student: {...}`` override
@@ -169,3 +170,46 @@ def sbatch_flags(params: dict[str, Any], tasks: int, dependency: str | None) -> 
         name = key.replace("_", "-")
         out.append(f"--{name}" if flags[key] is True else f"--{name}={flags[key]}")
     return out
+
+
+def check_jobs(jobs: Any, where: str = "launch.jobs") -> int:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise KdbenchError(f"{where}: expected an integer >= 1, got {jobs!r}")
+    return jobs
+
+
+def check_local_options(options: dict[str, Any]) -> None:
+    """Validate the local executors' ``launch:`` options: ``jobs``, and the processes per run
+    (``tasks_per_node``, ``gpus_per_node``, also in ``teacher:``/``student:`` overrides)."""
+    local = [k for k in PARALLEL if k != "nodes"]
+    for key, value in options.items():
+        if key == "jobs":
+            check_jobs(value)
+        elif key in local:
+            check_value(key, value)
+        elif key in STAGES and isinstance(value, dict):
+            for name, inner in value.items():
+                if name not in local:
+                    raise KdbenchError(
+                        f"launch.{key}.{name}: the local executor takes {' and '.join(local)} "
+                        "per stage"
+                    )
+                check_value(name, inner, f"launch.{key}.")
+        else:
+            raise KdbenchError(
+                f"launch.{key}: the local executor takes jobs, {', '.join(local)} and teacher/"
+                "student overrides of them"
+            )
+
+
+def check_launch(launch: dict[str, Any]) -> None:
+    """Validate a suite's ``launch:`` section: ``executor: slurm`` takes the SLURM options
+    (:func:`resolve`), ``executor: local`` (the default) only :func:`check_local_options`."""
+    options = dict(launch)
+    executor = options.pop("executor", "local")
+    if executor == "slurm":
+        resolve(options)
+    elif executor != "local":
+        raise KdbenchError(f"launch.executor: expected local or slurm, got {executor!r}")
+    else:
+        check_local_options(options)
