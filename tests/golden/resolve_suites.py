@@ -6,13 +6,16 @@ against (``tests/golden/resolved_suites.json``, written before the config split)
     python tests/golden/resolve_suites.py --add    # suites added since: appended, others kept
 
 Suites on real data sets resolve without their data: each folder data set's root check is
-replaced by one that accepts any root (the root is not part of a run's config).
+replaced by one that accepts any root (the root is not part of a run's config), and
+``$KDBENCH_DATA`` is a folder of empty roots with the list files the loaders read first.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -35,12 +38,27 @@ def entries() -> list[tuple[str, Path, list[str]]]:
     return out
 
 
+def _empty_roots(base: Path) -> str:
+    """Empty folders (with their list files) for every real data set under ``base``."""
+    from tests.conftest import REAL_DATA_SETS
+
+    for folder, files in REAL_DATA_SETS.items():
+        (base / folder).mkdir(parents=True)
+        for name in files:
+            (base / folder / name).touch()
+    return str(base)
+
+
 def resolve(path: Path, overrides: list[str]) -> list[dict[str, Any]]:
     """``[{"id", "config"}]`` of every run of the suite in its order (plugin paths relative)."""
     from kdbench.config import load_suite
     from kdbench.data.loading import DataRoot
 
-    with mock.patch.object(DataRoot, "check_available", classmethod(lambda c, o: None)):
+    with (
+        tempfile.TemporaryDirectory() as data,
+        mock.patch.object(DataRoot, "check_available", classmethod(lambda c, o: None)),
+        mock.patch.dict(os.environ, {"KDBENCH_DATA": _empty_roots(Path(data))}),
+    ):
         suite = load_suite(path, overrides)
     runs = []
     for spec in suite.runs:
