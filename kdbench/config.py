@@ -11,7 +11,8 @@ options by name and annotated type, data folders, plugin files (recorded by path
 
 The suite format (every key, type and default) is :data:`SUITE_SCHEMA`; the README documents it.
 ``--set key.path=value`` overrides are applied to the YAML before validation, their values
-parsed as YAML (``--set train.steps=50``, ``--set seeds=[0]``).
+parsed as YAML (``--set train.steps=50``, ``--set seeds=[0]``); both read ``2e-2`` as a number
+(:func:`kdbench.options.load_yaml`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from kdbench.errors import KdbenchError
+from kdbench.options import load_yaml
 from kdbench.schema import Field, check, non_negative, one_of, positive
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -318,7 +320,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise KdbenchError(f"--set {assignment!r}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
     try:
-        node[keys[-1]] = yaml.safe_load(text)
+        node[keys[-1]] = load_yaml(text)
     except yaml.YAMLError as exc:
         raise KdbenchError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
 
@@ -348,7 +350,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise KdbenchError(f"{path}: suite file not found")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = load_yaml(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise KdbenchError(f"{path}: cannot read the suite ({exc.strerror})") from None
     except UnicodeDecodeError:

@@ -55,7 +55,7 @@ def test_heads_resolve_with_every_default_and_the_teacher_inherits_the_students(
         ({"eval": {"size": [8]}}, r"eval.size: expected \[height, width\]"),
         ({"train": {"crop": [0, 8]}}, r"train.crop: expected \[height, width\]"),
         ({"train": {"jitter": 1.5}}, r"train.jitter: expected a value in \[0, 1\)"),
-        ({"train": {"workers": -1}}, "train.workers: expected a value >= 0"),
+        ({"train": {"workers": -1}}, "train.workers: expected an integer >= 0 or null, got -1"),
         ({"students": [{"test_resnet": {"pretrained": 3}}]}, "pretrained: expected true"),
     ],
 )
