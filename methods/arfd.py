@@ -59,7 +59,7 @@ from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
-from kdbench.train.distributed import from_rank0
+from kdbench.distributed import from_rank0
 
 KERNELS = ("laplace", "gaussian", "laplace_l1", "linear")
 CKAS = ("linear", "rbf")

@@ -59,9 +59,12 @@ channels, P = H·W, and KL_τ(t ‖ s) = KL(softmax(t/τ) ‖ softmax(s/τ)) ove
    advances the class's pointer modulo the queue size, overwriting the oldest entries (a plain
    ring buffer; the authors' code instead enqueues before computing the loss, and on reaching
    the end of a pixel queue overwrites its last entries and resets the pointer to 0). Queues
-   and pointers are buffers, so they are checkpointed. Everything runs on one process:
-   nothing is gathered across devices (the authors gather teacher embeddings for the queues
-   over GPUs, and their mini-batch term is per GPU).
+   and pointers are buffers, so they are checkpointed. With several processes (data
+   parallelism) the queues take the global batch, as the authors' multi-GPU code does: every
+   rank enqueues the teacher embeddings and labels gathered from all ranks
+   (:func:`kdbench.distributed.gathered`), so the queues stay equal on every rank; the losses,
+   and the mini-batch term's groups, are each rank's own shard (the authors' mini-batch term is
+   per GPU too).
 
 Loss: pair_weight · L_pair + pixel_weight · L_pix + region_weight · L_reg, reported as three
 terms. Defaults: τ = 0.1, weights 1, 0.1, 0.1, queues of 20000 pixel and 2000 region embeddings
@@ -99,7 +102,7 @@ from kdbench.method import (
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
-from kdbench.train.distributed import gathered
+from kdbench.distributed import gathered
 from methods.kd import pixel_kl
 
 ROW_CHUNK = 2048
