@@ -12,8 +12,9 @@ declared beside the parameter with :data:`typing.Annotated`::
                  pair_group: Annotated[int, Ge(1)] | None = 2): ...
 
 Understood annotations: ``int``, ``float``, ``str``, ``bool``, ``None``, unions, ``Literal[...]``,
-lists/tuples/sequences (a YAML list, each item checked), bare classes (``dict``, ``list``) and
-``Annotated[hint, constraint, ...]``; any other annotation accepts any value.
+lists/tuples/sequences (a YAML list or a Python tuple, each item checked), bare classes
+(``dict``, ``list``) and ``Annotated[hint, constraint, ...]``; any other annotation accepts any
+value.
 
 Rules, the same for every registry and for the suite schema (:mod:`kdbench.schema`):
 
@@ -205,7 +206,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin in (list, tuple, collections.abc.Sequence):
-        return isinstance(value, list) and _items_match(value, origin, args)
+        return isinstance(value, list | tuple) and _items_match(list(value), origin, args)
     if hint is float:
         return _number(value)
     if hint is int:

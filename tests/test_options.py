@@ -43,7 +43,7 @@ def test_defaults_are_filled_in_and_tuples_become_lists() -> None:
     }
 
 
-def test_the_float_rule_turns_an_integer_into_a_float_only_where_an_integer_is_not_allowed() -> None:
+def test_the_float_rule_makes_an_integer_a_float_only_where_an_integer_is_not_allowed() -> None:
     out = resolve(OPTIONS, {"rate": 2, "count": 3, "group": None, "share": 0}, "x")
     assert type(out["rate"]) is float and out["rate"] == 2.0
     assert type(out["share"]) is float
