@@ -145,14 +145,14 @@ class OneOf(Constraint):
 
 @dataclass(frozen=True)
 class NonEmpty(Constraint):
-    """A list with at least one item."""
+    """A string or list that is not empty."""
 
     @property
     def text(self) -> str:  # type: ignore[override]
-        return "with at least one item"
+        return "(not empty)"
 
     def holds(self, value: Any) -> bool:
-        return not isinstance(value, list | tuple) or len(value) > 0
+        return not isinstance(value, str | list | tuple) or len(value) > 0
 
 
 # ---------------------------------------------------------------------------------------------

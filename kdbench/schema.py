@@ -3,7 +3,8 @@
 A schema is a nested dict of ``key -> Field``, checked by the one option checker
 (:mod:`kdbench.options`: types, constraints, the float rule); :func:`check` walks the data
 against it and raises :class:`KdbenchError` on the first problem, naming the full key path
-(``train.lr: expected a number > 0, got 'fast'``). Unknown keys are errors, so a typo never silently falls back to a default.
+(``train.lr: expected a number > 0, got 'fast'``). Unknown keys are errors, so a typo never
+silently falls back to a default.
 """
 
 from __future__ import annotations

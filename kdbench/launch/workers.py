@@ -66,7 +66,7 @@ def check_local_options(options: dict[str, Any]) -> None:
                         f"launch.{key}.{name}: the local executor takes {' and '.join(local)} "
                         "per stage"
                     )
-                check_value(name, inner, f"launch.{key}.")
+                check_value(name, inner, f"launch.{key}")
         else:
             raise KdbenchError(
                 f"launch.{key}: the local executor takes jobs, {', '.join(local)} and teacher/"
