@@ -250,6 +250,8 @@ def describe(hint: Any) -> str:
     if origin is Literal:
         return f"one of {', '.join(map(str, args))}"
     if origin in (list, tuple, collections.abc.Sequence):
+        if origin is tuple and args and args[-1] is not Ellipsis and len(set(args)) == 1:
+            return f"a list of {len(args)} {PLURALS.get(args[0]) or describe(args[0])}"
         items = [PLURALS.get(a) or describe(a) for a in args if a is not Ellipsis]
         return f"a list of {', '.join(items)}" if items else "a list"
     if hint in NOUNS:
@@ -318,10 +320,11 @@ def type_hints(function: Any) -> dict[str, Any]:
 
 
 def signature_options(function: Callable[..., Any], skip: int = 0) -> dict[str, Option]:
-    """The options of ``function``: its keyword-capable parameters after the first ``skip``
-    (``self``, and the inputs its caller passes itself, such as a method's tap infos)."""
+    """The options of ``function`` (a class: of its constructor): its keyword-capable
+    parameters after the first ``skip`` (``self`` of an unbound ``__init__``, and the inputs its
+    caller passes itself, such as a method's tap infos)."""
     params = list(inspect.signature(function).parameters.values())[skip:]
-    hints = type_hints(function)
+    hints = type_hints(function.__init__ if inspect.isclass(function) else function)
     return {
         p.name: Option(p.name, hints.get(p.name, Any), p.default)
         for p in params
