@@ -96,7 +96,8 @@ def test_shared_teacher_seed(tmp_path: Path) -> None:
         ("launch={executor: slurm, time_mins: 5}", "launch: unknown option 'time_mins'"),
         ("launch={executor: slurm, cpus_per_task: 0}", "launch.cpus_per_task: expected"),
         ("launch={partition: gpu}", "launch.partition: the local executor takes jobs, gpus_per"),
-        ("launch={tasks_per_node: 0}", "launch.tasks_per_node: expected an integer >= 1 or null, got 0"),
+        ("launch={tasks_per_node: 0}",
+         "launch.tasks_per_node: expected an integer >= 1 or null, got 0"),
         ("launch={teacher: {time_min: 5}}", "launch.teacher.time_min: the local executor takes"),
         ("matched_baseline=true", "s.yaml: matched_baseline: no longer a key; the "
          "compute-matched baseline is the methods entry {none: {budget: match}}"),

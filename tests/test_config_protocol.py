@@ -47,8 +47,10 @@ def test_heads_resolve_with_every_default_and_the_teacher_inherits_the_students(
     [
         ({"head": "unet"}, "head: unknown head 'unet'; known: deeplabv3, fpn, mlp, pspnet"),
         ({"head": {"fpn": {"rates": [1]}}}, "head.fpn: unknown option 'rates'"),
-        ({"head": {"deeplabv3": {"output_stride": 4}}}, "output_stride: expected one of 8, 16, 32 or null, got 4"),
-        ({"teacher": {"head": {"mlp": {"aux": -0.1}}}}, "teacher.head.mlp.aux: expected a number >= 0, got -0.1"),
+        ({"head": {"deeplabv3": {"output_stride": 4}}},
+         "output_stride: expected one of 8, 16, 32 or null, got 4"),
+        ({"teacher": {"head": {"mlp": {"aux": -0.1}}}},
+         "teacher.head.mlp.aux: expected a number >= 0, got -0.1"),
         ({"eval": {"mode": "slide"}}, "eval.window: required with mode: slide"),
         ({"eval": {"window": [8, 8]}}, "eval.window: only used with mode: slide"),
         ({"eval": {"size": [8, 8], "scale": 0.5}}, "eval: give size or scale, not both"),
