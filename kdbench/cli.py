@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdbench.errors import KdbenchError
 
@@ -189,29 +189,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     from kdbench.registry import DATASETS, HEADS, METHODS, TEACHERS
 
     if args.what == "methods":
-        from kdbench.method import method_options
-
         for entry in METHODS:
-            options = ", ".join(f"{k}={v!r}" for k, v in method_options(entry.obj).items())
-            print(f"{entry.name:8s} {entry.description}")
-            if options:
-                print(f"{'':8s}   options: {options}")
+            _print_entry(entry.name, entry.description, entry.obj.options())
     elif args.what == "datasets":
-        from kdbench.options import option_hints
+        from kdbench.options import signature_options
 
         for entry in DATASETS:
-            print(f"{entry.name:12s} {entry.description}")
-            options = ", ".join(
-                f"{k}={p.default!r}" for k, p in option_hints(entry.obj).items()
-            )
-            print(f"{'':12s}   options: {options}")
+            options = signature_options(entry.obj)
+            options.pop("split", None)
+            _print_entry(entry.name, entry.description, options)
     elif args.what == "teachers":
         for entry in TEACHERS:
             print(f"{entry.name:14s} {entry.description}")
     elif args.what == "heads":
+        from kdbench.models.heads import head_options
+
         for entry in HEADS:
-            print(f"{entry.name:10s} {entry.description}")
-        print("options of every head: output_stride (8, 16, 32), aux (weight), aux_stage")
+            _print_entry(entry.name, entry.description, head_options(entry.name))
     else:
         from kdbench.models.backbone import describe_backbones
 
@@ -223,6 +217,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             "pretrained: PATH a local file."
         )
     return EXIT_OK
+
+
+def _print_entry(name: str, description: str, options: dict[str, Any]) -> None:
+    """A registry entry and its options (type, constraints, default: :mod:`kdbench.options`)."""
+    print(f"{name:12s} {description}")
+    for option in options.values():
+        print(f"{'':14s}{option.describe()}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

@@ -31,8 +31,8 @@ from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
 from kdbench.errors import KdbenchError
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
-from kdbench.train.evaluation import input_size, predict, resize_input
 from kdbench.train.build import build_datasets, build_model
+from kdbench.train.evaluation import input_size, predict, resize_input
 
 CITYSCAPES_COLOURS = {
     "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70),

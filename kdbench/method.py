@@ -15,9 +15,8 @@ each class, testable alone.
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.errors import KdbenchError
 from kdbench.models.outputs import Outputs, TapInfo
-from kdbench.options import describe, matches, type_hints
+from kdbench.options import Option, resolve, signature_options
 from kdbench.registry import METHODS
 
 __all__ = [
@@ -37,17 +36,20 @@ __all__ = [
     "FeatureSource",
     "Method",
     "MethodSet",
+    "aligned_pairs",
     "build_method",
     "canonical",
     "check_choice",
     "distilled_channels",
     "distilled_features",
     "distilled_reductions",
+    "feature_pairs",
     "in_loss_precision",
     "method_options",
     "resize_labels",
     "resize_like",
     "resolve_stages",
+    "stage_sum",
     "zero_loss",
 ]
 
@@ -124,22 +126,51 @@ class Method(nn.Module):
     around :meth:`forward`, so a loss is the same function of its inputs whatever precision the
     models run at (casting alone is not enough: autocast would recast at the next matmul).
 
-    :meth:`resolve_options` validates a method's options and fills in every default.
+    Options are the keyword parameters of ``__init__`` after the two tap infos, resolved by the
+    one option resolver (:mod:`kdbench.options`): the annotation is the type, constraints sit
+    beside it (``tau: Annotated[float, Gt(0)] = 1.0``), ``Literal`` lists the choices.
+    :meth:`resolve_options` validates them and fills in every default; constructing a method
+    checks its options the same way (:meth:`__new__`), so a bad value is a one-line
+    :class:`KdbenchError` however the method is built.
+
+    A method that declares ``taps`` gets a teacher: constructing it without the teacher's
+    :class:`TapInfo`, or calling it without the teacher's outputs, is a :class:`KdbenchError`,
+    so ``__init__`` and :meth:`forward` of such a method take ``teacher`` as non-optional.
     """
 
     taps: ClassVar[tuple[str, ...]] = ()
     search_space: ClassVar[Mapping[str, Any]] = {}
     """Option -> :mod:`kdbench.search` space that ``tune:`` samples (loss weights, temperature)."""
 
+    def __new__(cls, *args: Any, **options: Any) -> Method:
+        """Check the keyword ``options`` (:meth:`resolve_options`) before ``__init__`` runs.
+
+        Called without arguments (``copy.deepcopy``, unpickling) it checks nothing.
+        """
+        if args or options:
+            cls.resolve_options(options)
+        return super().__new__(cls)
+
     def __init__(self, student: TapInfo, teacher: TapInfo | None) -> None:
         super().__init__()
+        if self.taps and teacher is None:
+            raise self._no_teacher("taps")
         self.student_info = student
         self.teacher_info = teacher
+
+    def _no_teacher(self, what: str) -> KdbenchError:
+        name = _registered_name(type(self))
+        return KdbenchError(
+            f"method {name!r} reads the teacher's {', '.join(self.taps)} but was given no "
+            f"teacher {what}"
+        )
 
     def __call__(  # type: ignore[override]
         self, student: Outputs, teacher: Outputs | None, batch: Batch
     ) -> dict[str, Tensor]:
         """:meth:`forward` in float32 (or wider) with autocast disabled (class docstring)."""
+        if self.taps and teacher is None:
+            raise self._no_teacher("outputs")
         device = student.logits.device.type
         with torch.autocast(device, enabled=False):
             return super().__call__(
@@ -158,40 +189,24 @@ class Method(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     @classmethod
+    def options(cls) -> dict[str, Option]:
+        """The method's options, read from ``__init__`` (after ``self`` and the tap infos)."""
+        return signature_options(cls.__init__, skip=3)
+
+    @classmethod
     def resolve_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` checked (as :func:`check_options`) with every default filled in.
+        """``options`` checked (:func:`kdbench.options.resolve`) with every default filled in.
 
         The result is canonical JSON data (tuples become lists, keys sorted), so two spellings
         of the same settings (``kd`` and ``{kd: {tau: 1.0}}``) resolve to equal dicts and hash to
         one run id. Methods with nested options (LIX) override this to resolve them recursively.
         """
-        name = _registered_name(cls)
-        defaults = method_options(cls)
-        for key in options:
-            if key not in defaults:
-                listed = ", ".join(defaults) or "none"
-                raise KdbenchError(f"method {name!r}: unknown option {key!r}; options: {listed}")
-        hints = type_hints(cls.__init__)
-        for key, value in options.items():
-            if not matches(value, hints.get(key, Any)):
-                raise KdbenchError(
-                    f"method {name!r}: option {key!r}: expected {describe(hints[key])}, "
-                    f"got {value!r}"
-                )
-        floats = _float_options(cls)
-        resolved = {
-            key: float(value) if key in floats and _is_int(value) else value
-            for key, value in {**defaults, **options}.items()
-        }
-        return canonical(resolved)
+        return canonical(resolve(cls.options(), options, f"method {_registered_name(cls)!r}"))
 
 
 def method_options(cls: type[Method]) -> dict[str, Any]:
-    """The keyword options of a method class and their defaults (``kdbench list methods``)."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
-    return {
-        p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or p.default is not p.empty
-    }
+    """The keyword options of a method class and their defaults."""
+    return {name: option.default for name, option in cls.options().items()}
 
 
 class MethodSet(Method):
@@ -201,6 +216,10 @@ class MethodSet(Method):
     of one, and the empty set is the student baseline. Term names are prefixed by the method name
     when more than one method contributes, so ``kd+kd`` style duplicates stay distinct.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MethodSet:
+        """A set has no options of its own (its terms checked theirs)."""
+        return nn.Module.__new__(cls)
 
     def __init__(self, terms: Mapping[str, Method]) -> None:
         first = next(iter(terms.values()), None)
@@ -224,14 +243,14 @@ def build_method(
 ) -> MethodSet:
     """Build the method set of one run from ``[(registered name, options), ...]``.
 
-    Raises :class:`KdbenchError` for an unknown method or option, naming both.
+    Raises :class:`KdbenchError` for an unknown method or option, naming both (constructing a
+    method checks its options: :meth:`Method.__new__`).
     """
     built: dict[str, Method] = {}
     for i, (name, options) in enumerate(terms):
         cls = METHODS.get(name)
-        check_options(name, cls, options)
         key = name if name not in built else f"{name}{i}"
-        built[key] = cls(student, teacher, **options)
+        built[key] = cls(student, teacher, **cls.resolve_options(options))
     return MethodSet(built)
 
 
@@ -247,21 +266,6 @@ def check_options(name: str, cls: type[Method], options: Mapping[str, Any]) -> N
 def _registered_name(cls: type) -> str:
     """The name ``cls`` is registered under (its class name if it is not registered)."""
     return next((e.name for e in METHODS if e.obj is cls), cls.__name__)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _float_options(cls: type[Method]) -> set[str]:
-    """Options annotated ``float`` or with a float default: ``1`` and ``1.0`` are one setting."""
-    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
-    return {
-        p.name
-        for p in params
-        if isinstance(p.default, float)
-        or str(p.annotation).replace(" ", "") in {"float", "float|None"}
-    }
 
 
 def canonical(value: Any) -> Any:
@@ -368,3 +372,55 @@ def distilled_reductions(info: TapInfo, feature: FeatureSource, stages: Sequence
     ``[info.stage_reductions[i] for i in stages]`` (r_i).
     """
     return _select(feature, stages, info.logit_reduction, info.stage_reductions)
+
+
+def aligned_pairs(
+    student_maps: Sequence[Tensor],
+    teacher_maps: Sequence[Tensor],
+    connectors: Sequence[Callable[[Tensor], Tensor]] = (),
+    *,
+    resize: bool = True,
+    cast: bool = True,
+    detach: bool = False,
+) -> list[tuple[Tensor, Tensor]]:
+    """Map j of each model, aligned for a loss: ``[(s_j, t_j), ...]``.
+
+    - t_j = ``teacher_maps[j]``, detached with ``detach`` (the teacher is a fixed target);
+    - s_j = a_j(``student_maps[j]``) with a_j = ``connectors[j]`` (the method's adapter,
+      (N, C_S, h, w) -> (N, C_T, h, w)) when connectors are given, then, with ``resize``,
+      bilinearly resized to t_j's spatial size (:func:`resize_like`);
+    - with ``cast``, t_j is cast to s_j's dtype (the loss precision: :meth:`Method.__call__`
+      has already widened half precision; a float64 student gets a float64 target).
+
+    The student keeps its graph: gradients reach the student's maps and the connectors.
+    """
+    pairs = []
+    for j, (fs, ft) in enumerate(zip(student_maps, teacher_maps, strict=True)):
+        ft = ft.detach() if detach else ft
+        fs = connectors[j](fs) if connectors else fs
+        fs = resize_like(fs, ft) if resize else fs
+        pairs.append((fs, ft.to(fs.dtype) if cast else ft))
+    return pairs
+
+
+def feature_pairs(
+    student: Outputs,
+    teacher: Outputs,
+    feature: FeatureSource,
+    stages: Sequence[int],
+    connectors: Sequence[Callable[[Tensor], Tensor]] = (),
+    **how: bool,
+) -> list[tuple[Tensor, Tensor]]:
+    """The selected maps of both models (:func:`distilled_features`), aligned by
+    :func:`aligned_pairs` (``how``: its ``resize``, ``cast`` and ``detach`` switches)."""
+    return aligned_pairs(
+        distilled_features(student, feature, stages),
+        distilled_features(teacher, feature, stages),
+        connectors,
+        **how,
+    )
+
+
+def stage_sum(losses: Iterable[Tensor]) -> Tensor:
+    """Σ_j L_j, the loss summed over the distilled maps (scalars, one stacked sum)."""
+    return torch.stack(list(losses)).sum()

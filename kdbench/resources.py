@@ -21,10 +21,11 @@ checkpoint at the next step boundary and requeues itself, at most ``max_requeues
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from kdbench.errors import KdbenchError
+from kdbench.options import Ge, Gt, NonEmpty, Option, check, signature_options, unknown_option
+from kdbench.options import resolve as resolve_options
 
 STAGES = ("teacher", "student")
 RESOURCES = (
@@ -34,49 +35,33 @@ PARALLEL = ("gpus_per_node", "tasks_per_node", "nodes")
 """The resources that say how many processes train a run (every executor reads them)."""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _launch(
+    *,
+    partition: Annotated[str, NonEmpty()] | None = None,
+    time_min: Annotated[int, Ge(1)] = 60,
+    cpus_per_task: Annotated[int, Ge(1)] = 1,
+    gpus_per_node: Annotated[int, Ge(0)] = 0,
+    tasks_per_node: Annotated[int, Ge(1)] | None = None,
+    nodes: Annotated[int, Ge(1)] = 1,
+    mem_gb: Annotated[float, Gt(0)] | None = None,
+    array_parallelism: Annotated[int, Ge(1)] = 16,
+    poll_s: Annotated[float, Gt(0)] = 1.0,
+    signal_margin_s: Annotated[int, Ge(0)] = 120,
+    max_requeues: Annotated[int, Ge(0)] = 3,
+) -> None:
+    """The ``launch:`` options (module docstring), declared for the option resolver: minutes,
+    GB and seconds; ``mem_gb`` per node, ``cpus_per_task`` per process."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+OPTIONS: dict[str, Option] = signature_options(_launch)
+"""Every option of the SLURM executor, with its type, constraint and default."""
+
+DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
 
 
-VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "partition": (lambda v: v is None or (isinstance(v, str) and v != ""), "a partition name"),
-    "time_min": (lambda v: _is_int(v) and v >= 1, "a whole number of minutes >= 1"),
-    "cpus_per_task": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "gpus_per_node": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "tasks_per_node": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1"),
-    "nodes": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "mem_gb": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number of GB"),
-    "array_parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "poll_s": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
-    "signal_margin_s": (lambda v: _is_int(v) and v >= 0, "a whole number of seconds >= 0"),
-    "max_requeues": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-}
-"""Each option: a test of the value and what the error message says was expected."""
-
-DEFAULTS: dict[str, Any] = {
-    "partition": None,
-    "time_min": 60,
-    "cpus_per_task": 1,
-    "gpus_per_node": 0,
-    "tasks_per_node": None,
-    "nodes": 1,
-    "mem_gb": None,
-    "array_parallelism": 16,
-    "poll_s": 1.0,
-    "signal_margin_s": 120,
-    "max_requeues": 3,
-}
-
-
-
-def check_value(key: str, value: Any, where: str = "launch.") -> None:
-    valid, expected = VALID[key]
-    if not valid(value):
-        raise KdbenchError(f"{where}{key}: expected {expected}, got {value!r}")
+def check_value(key: str, value: Any, where: str = "launch") -> None:
+    """Raise :class:`KdbenchError` unless ``value`` fits option ``key`` (``<where>.<key>: ...``)."""
+    check(where, OPTIONS[key], value)
 
 
 def tasks_per_node(resources: dict[str, Any]) -> int:
@@ -104,30 +89,20 @@ def check_stage(resources: dict[str, Any], where: str) -> None:
 
 
 def resolve(options: dict[str, Any]) -> dict[str, Any]:
-    """Validated options with defaults filled in; ``teacher``/``student`` become complete
-    resource dicts. An unknown key is a KdbenchError naming ``launch.<key>``."""
+    """Validated options with defaults filled in (:func:`kdbench.options.resolve`);
+    ``teacher``/``student`` become complete resource dicts."""
     if not isinstance(options, dict):
         raise KdbenchError(f"launch: expected a mapping of options, got {options!r}")
-    out = dict(DEFAULTS)
-    for key, value in options.items():
-        if key in STAGES:
-            continue
-        if key not in VALID:
-            known = ", ".join([*VALID, *STAGES])
-            raise KdbenchError(f"launch.{key}: unknown option (expected one of {known})")
-        check_value(key, value)
-        out[key] = value
+    out = resolve_options(OPTIONS, {k: v for k, v in options.items() if k not in STAGES}, "launch")
+    resources = {k: OPTIONS[k] for k in RESOURCES}
     for stage in STAGES:
         overrides = options.get(stage) or {}
         if not isinstance(overrides, dict):
             raise KdbenchError(f"launch.{stage}: expected a mapping of resources")
         for key, value in overrides.items():
-            if key not in RESOURCES:
-                raise KdbenchError(
-                    f"launch.{stage}.{key}: unknown resource (expected one of "
-                    f"{', '.join(RESOURCES)})"
-                )
-            check_value(key, value, f"launch.{stage}.")
+            if key not in resources:
+                raise unknown_option(f"launch.{stage}", key, resources)
+            check_value(key, value, f"launch.{stage}")
         out[stage] = {**{k: out[k] for k in RESOURCES}, **overrides}
         check_stage(out[stage], f"launch.{stage}." if overrides else "launch.")
     return out

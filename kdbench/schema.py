@@ -1,51 +1,46 @@
 """A small declarative checker for nested YAML data, with errors that name the key path.
 
-A schema is a nested dict of ``key -> Field``; :func:`check` walks the data against it and raises
-:class:`KdbenchError` on the first problem, naming the full key path (``train.lr: expected a
-number, got 'fast'``). Unknown keys are errors, so a typo never silently falls back to a default.
+A schema is a nested dict of ``key -> Field``, checked by the one option checker
+(:mod:`kdbench.options`: types, constraints, the float rule); :func:`check` walks the data
+against it and raises :class:`KdbenchError` on the first problem, naming the full key path
+(``train.lr: expected a number > 0, got 'fast'``). Unknown keys are errors, so a typo never
+silently falls back to a default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Union
 
+from kdbench import options
 from kdbench.errors import KdbenchError
-from kdbench.options import plain_number_problem
+from kdbench.options import Constraint, Ge, Gt, OneOf
 
 
 @dataclass(frozen=True)
 class Field:
-    """One key: its expected types, default, and an optional extra check returning an error text."""
+    """One key: its expected types, default, and an optional check: a
+    :class:`~kdbench.options.Constraint` (``Gt(0)``, checked with the types, by the same checker
+    and float rule as every registry's options) or a function returning an error text."""
 
     types: tuple[type, ...]
     default: Any = None
     required: bool = False
-    check: Callable[[Any], str | None] | None = None
+    check: Constraint | Callable[[Any], str | None] | None = None
     children: Mapping[str, Field] | None = field(default=None)
     """For a mapping value: the schema of its keys (unknown keys are errors)."""
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-        type(None): "null",
-    }
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
-
-
-def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:
-        return False  # YAML's `yes` must not pass as the number 1
-    if isinstance(value, int) and float in types:
-        return True
-    return isinstance(value, types)
+def hint_of(spec: Field) -> Any:
+    """The annotation a field stands for: the union of its types, with its check if that is a
+    :class:`~kdbench.options.Constraint` (``Annotated[int, Ge(0)] | None``, so the message
+    says ``an integer >= 0 or null``)."""
+    values = tuple(t for t in spec.types if t is not type(None))
+    hint: Any = Union[values] if len(values) > 1 else values[0]  # noqa: UP007
+    if isinstance(spec.check, Constraint):
+        hint = Annotated[hint, spec.check]
+    return hint | None if type(None) in spec.types else hint
 
 
 def check(data: Any, schema: Mapping[str, Field], where: str, path: str = "") -> dict[str, Any]:
@@ -72,46 +67,32 @@ def check(data: Any, schema: Mapping[str, Field], where: str, path: str = "") ->
                 value = check(value, spec.children, where, f"{key_path}.")
             out[key] = value
             continue
-        value = data[key]
-        if not _is_instance(value, spec.types):
-            raise KdbenchError(
-                f"{where}: {key_path}: expected {_type_name(spec.types)}, got {value!r}"
-            )
-        if (problem := _numbers_problem(value)) is not None:
-            raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and float in spec.types
-            and int not in spec.types
-        ):
-            value = float(value)
-        if spec.children is not None and isinstance(value, dict):
-            value = check(value, spec.children, where, f"{key_path}.")
-        if spec.check is not None and (problem := spec.check(value)):
-            raise KdbenchError(f"{where}: {key_path}: {problem}, got {value!r}")
-        out[key] = value
+        out[key] = _given(data[key], spec, where, key_path)
     return out
 
 
-def _numbers_problem(value: Any) -> str | None:
-    """Why a number in ``value`` (or in a list of it) cannot be used, else None."""
-    for item in value if isinstance(value, list) else [value]:
-        if (problem := plain_number_problem(item)) is not None:
-            return problem
-    return None
+def _given(value: Any, spec: Field, where: str, key_path: str) -> Any:
+    """A given ``value`` checked against ``spec`` (its type and constraint by
+    :func:`kdbench.options.problem`, then its other check), after the float rule."""
+    hint = hint_of(spec)
+    text = options.problem(value, hint)
+    if text is None:
+        value = options.coerce(value, hint)
+        if spec.children is not None and isinstance(value, dict):
+            value = check(value, spec.children, where, f"{key_path}.")
+        if spec.check is not None and not isinstance(spec.check, Constraint):
+            text = spec.check(value)
+    if text:
+        raise KdbenchError(f"{where}: {key_path}: {text}, got {value!r}")
+    return value
 
 
-def positive(value: Any) -> str | None:
-    return None if value is None or value > 0 else "expected a positive value"
+positive = Gt(0)
+"""A number > 0 (or null where the field allows it)."""
+non_negative = Ge(0)
+"""A number >= 0 (or null where the field allows it)."""
 
 
-def non_negative(value: Any) -> str | None:
-    return None if value is None or value >= 0 else "expected a value >= 0"
-
-
-def one_of(*choices: Any) -> Callable[[Any], str | None]:
-    def check_choice(value: Any) -> str | None:
-        return None if value in choices else f"expected one of {', '.join(map(str, choices))}"
-
-    return check_choice
+def one_of(*choices: Any) -> Constraint:
+    """One of ``choices`` (message: ``expected one of a, b``)."""
+    return OneOf(choices)

@@ -49,21 +49,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like, resolve_stages
+from kdbench.distributed import from_rank0
+from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Ge
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
-from kdbench.train.distributed import from_rank0
 
-KERNELS = ("laplace", "gaussian", "laplace_l1", "linear")
-CKAS = ("linear", "rbf")
+Kernel = Literal["laplace", "gaussian", "laplace_l1", "linear"]
+Cka = Literal["linear", "rbf"]
 EPS = 1e-12
 """Floor of squared distances under a square root, whose gradient is infinite at 0."""
 
@@ -292,28 +292,16 @@ class ARFD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         stages: Sequence[int] = (-2, -1),
-        kernel: str = "laplace",
-        anchors: int = 64,
-        cka: str = "linear",
-        subsample: int = 1024,
+        kernel: Kernel = "laplace",
+        anchors: Annotated[int, Ge(1)] = 64,
+        cka: Cka = "linear",
+        subsample: Annotated[int, Ge(2)] = 1024,
         weight: float = 1.0,
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        for key, value, choices in (("kernel", kernel, KERNELS), ("cka", cka, CKAS)):
-            if value not in choices:
-                raise KdbenchError(
-                    f"method 'arfd': option {key!r} must be one of {', '.join(choices)}, "
-                    f"got {value!r}"
-                )
-        for key, value, low in (("anchors", anchors, 1), ("subsample", subsample, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise KdbenchError(
-                    f"method 'arfd': option {key!r} must be an integer >= {low}, got {value!r}"
-                )
         self.stages = resolve_stages("arfd", stages, student, teacher)
         self.kernel, self.cka, self.subsample, self.weight = kernel, cka, subsample, weight
         self.recalibrations = nn.ModuleList(
@@ -326,8 +314,10 @@ class ARFD(Method):
         )
 
     def stage_loss(self, recalibration: nn.Module, fs: Tensor, ft: Tensor) -> Tensor:
-        """1 − CKA(R(X), Y) for one stage's (N, C_S, H_S, W_S) and (N, C_T, H, W) maps."""
-        x = pixel_rows(resize_like(fs, ft))
+        """1 − CKA(R(X), Y) for one stage's aligned maps (:func:`~kdbench.method.feature_pairs`):
+        the student's (N, C_S, H, W), resized to the teacher's size, and the teacher's
+        (N, C_T, H, W) in the student's dtype."""
+        x = pixel_rows(fs)
         if isinstance(recalibration, KernelRegression) and not recalibration.ready():
             recalibration.initialise(x, pixel_rows(ft))
         if self.cka == "rbf":
@@ -342,13 +332,13 @@ class ARFD(Method):
             a, v = x, recalibration.weight.T
         return 1 - factored_linear_cka(a, v, ft.flatten(2))
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        losses = [
-            self.stage_loss(recal, student.stages[i], teacher.stages[i].to(student.stages[i].dtype))
-            for i, recal in zip(self.stages, self.recalibrations, strict=True)
-        ]
-        return {"arfd": self.weight * torch.stack(losses).sum()}
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        pairs = feature_pairs(student, teacher, "stages", self.stages)
+        losses = (
+            self.stage_loss(recalibration, fs, ft)
+            for (fs, ft), recalibration in zip(pairs, self.recalibrations, strict=True)
+        )
+        return {"arfd": self.weight * stage_sum(losses)}
 
 
 __all__ = [

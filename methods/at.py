@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.method import Batch, Method, resolve_stages
+from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
@@ -67,20 +67,19 @@ class AT(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         weight: float = 1e4,
         stages: Sequence[int] = (-2, -1),
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
         self.weight = weight
         self.stages = resolve_stages("at", stages, student, teacher)
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        losses = [at_loss(student.stages[i], teacher.stages[i]) for i in self.stages]
-        return {"at": self.weight * torch.stack(losses).sum()}
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        # at_loss resizes the attention maps, not the features: the pairs are left unaligned
+        pairs = feature_pairs(student, teacher, "stages", self.stages, resize=False, cast=False)
+        return {"at": self.weight * stage_sum(at_loss(fs, ft) for fs, ft in pairs)}
 
 
 __all__ = ["AT", "at_loss", "attention_map"]

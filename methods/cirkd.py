@@ -59,9 +59,12 @@ channels, P = H·W, and KL_τ(t ‖ s) = KL(softmax(t/τ) ‖ softmax(s/τ)) ove
    advances the class's pointer modulo the queue size, overwriting the oldest entries (a plain
    ring buffer; the authors' code instead enqueues before computing the loss, and on reaching
    the end of a pixel queue overwrites its last entries and resets the pointer to 0). Queues
-   and pointers are buffers, so they are checkpointed. Everything runs on one process:
-   nothing is gathered across devices (the authors gather teacher embeddings for the queues
-   over GPUs, and their mini-batch term is per GPU).
+   and pointers are buffers, so they are checkpointed. With several processes (data
+   parallelism) the queues take the global batch, as the authors' multi-GPU code does: every
+   rank enqueues the teacher embeddings and labels gathered from all ranks
+   (:func:`kdbench.distributed.gathered`), so the queues stay equal on every rank; the losses,
+   and the mini-batch term's groups, are each rank's own shard (the authors' mini-batch term is
+   per GPU too).
 
 Loss: pair_weight · L_pair + pixel_weight · L_pix + region_weight · L_reg, reported as three
 terms. Defaults: τ = 0.1, weights 1, 0.1, 0.1, queues of 20000 pixel and 2000 region embeddings
@@ -78,34 +81,37 @@ written by indexed writes of fixed size (:meth:`ClassMemory.push`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from kdbench.errors import KdbenchError
+from kdbench.distributed import gathered
 from kdbench.method import (
     IGNORE_INDEX,
     Batch,
     FeatureSource,
     Method,
-    check_choice,
+    aligned_pairs,
     distilled_channels,
     distilled_features,
     distilled_reductions,
     resize_labels,
-    resize_like,
     resolve_stages,
 )
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Ge, Gt
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
-from kdbench.train.distributed import gathered
 from methods.kd import pixel_kl
 
 ROW_CHUNK = 2048
 """Rows of a similarity matrix computed at a time (bounds memory, not the values)."""
+
+Count = Annotated[int, Ge(1)]
+"""A size option: queue lengths, contrast counts, stride, group size."""
 
 
 def at_least_float32(x: Tensor) -> Tensor:
@@ -332,41 +338,23 @@ class CIRKD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
-        tau: float = 0.1,
+        tau: Annotated[float, Gt(0)] = 0.1,
         pair_weight: float = 1.0,
         pixel_weight: float = 0.1,
         region_weight: float = 0.1,
-        pixel_memory: int = 20000,
-        region_memory: int = 2000,
-        pixel_contrast: int = 4096,
-        region_contrast: int = 1024,
-        pixels_per_class: int = 16,
-        stride: int = 8,
-        pair_group: int | None = 2,
+        pixel_memory: Count = 20000,
+        region_memory: Count = 2000,
+        pixel_contrast: Count = 4096,
+        region_contrast: Count = 1024,
+        pixels_per_class: Count = 16,
+        stride: Count = 8,
+        pair_group: Count | None = 2,
         feature: FeatureSource = "decoder",
         stages: Sequence[int] = (-1,),
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        check_choice("cirkd", "feature", feature, ("decoder", "stages"))
-        if not tau > 0:
-            raise KdbenchError(f"method 'cirkd': option 'tau' must be positive, got {tau!r}")
-        sizes = {
-            "pixel_memory": pixel_memory,
-            "region_memory": region_memory,
-            "pixel_contrast": pixel_contrast,
-            "region_contrast": region_contrast,
-            "pixels_per_class": pixels_per_class,
-            "stride": stride,
-            "pair_group": 1 if pair_group is None else pair_group,
-        }
-        for key, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KdbenchError(
-                    f"method 'cirkd': option {key!r} must be a positive integer, got {value!r}"
-                )
         self.tau, self.stride, self.feature, self.pair_group = tau, stride, feature, pair_group
         self.weights = (pair_weight, pixel_weight, region_weight)
         k = student.num_classes
@@ -389,18 +377,15 @@ class CIRKD(Method):
         reductions = distilled_reductions(info, self.feature, self.stages)
         return [pool_to_stride(f, r, self.stride) for f, r in zip(maps, reductions, strict=True)]
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None and self.teacher_info is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         pair, pix, reg = [], [], []
-        for fs, ft, project, memory in zip(
+        pairs = aligned_pairs(
             self._features(student, self.student_info),
             self._features(teacher, self.teacher_info),
-            self.projectors,
-            self.memories,
-            strict=True,
-        ):
-            ft = ft.detach()
-            fs = resize_like(fs, ft)
+            detach=True,
+            cast=False,
+        )
+        for (fs, ft), project, memory in zip(pairs, self.projectors, self.memories, strict=True):
             label = resize_labels(batch.label, tuple(ft.shape[-2:]))
             pair.append(pair_relation_loss(fs, ft, self.tau, self.pair_group))
             s_unit = F.normalize(at_least_float32(project(fs)), dim=1)

@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,11 +43,11 @@ from kdbench.errors import KdbenchError
 from kdbench.method import (
     Batch,
     Method,
-    check_choice,
     distilled_channels,
-    distilled_features,
+    feature_pairs,
     resize_like,
     resolve_stages,
+    stage_sum,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -83,7 +82,7 @@ class CWD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         tau: float = 4.0,
         weight: float = 3.0,
@@ -92,9 +91,6 @@ class CWD(Method):
         channels: Literal["compared", "student"] = "compared",
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        check_choice("cwd", "feature", feature, ("logits", "decoder", "stages"))
-        check_choice("cwd", "channels", channels, ("compared", "student"))
         self.channels = channels
         self.tau, self.weight, self.feature = tau, weight, feature
         self.taps = (feature,)
@@ -118,27 +114,20 @@ class CWD(Method):
             )
         return super().resolve_options(options)
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         if self.feature == "logits":
             zs = student.logits
             loss = cwd_loss(zs, resize_like(teacher.logits, zs).to(zs.dtype), self.tau)
         else:
-            pairs = zip(
-                distilled_features(student, self.feature, self.stages),
-                distilled_features(teacher, self.feature, self.stages),
-                self.adapters,
-                strict=True,
-            )
+            pairs = feature_pairs(student, teacher, self.feature, self.stages, self.adapters)
+            c_students = distilled_channels(self.student_info, self.feature, self.stages)
             losses = []
-            for fs, ft, adapter in pairs:
-                c_student = fs.shape[1]
-                fs = resize_like(adapter(fs), ft)
-                term = cwd_loss(fs, ft.to(fs.dtype), self.tau)
+            for (fs, ft), c_student in zip(pairs, c_students, strict=True):
+                term = cwd_loss(fs, ft, self.tau)
                 if self.channels == "student":  # CIRKD's normaliser N·C_S (module docstring)
                     term = term * (ft.shape[1] / c_student)
                 losses.append(term)
-            loss = torch.stack(losses).sum()
+            loss = stage_sum(losses)
         return {"cwd": self.weight * loss}
 
 

@@ -78,7 +78,7 @@ class DIST(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         tau: float = 1.0,
         beta: float = 1.0,
@@ -88,8 +88,7 @@ class DIST(Method):
         super().__init__(student, teacher)
         self.tau, self.beta, self.gamma, self.weight = tau, beta, gamma, weight
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs = student.logits
         zt = resize_like(teacher.logits, zs).to(zs.dtype)
         return {"dist": self.weight * dist_loss(zs, zt, self.tau, self.beta, self.gamma)}

@@ -23,6 +23,8 @@ The decomposition KL(p^T ‖ p^S) = TCKD + (1 − p^T_t)·NCKD (paper, Eq. 4) ho
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,6 +32,7 @@ from torch import Tensor
 from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Gt, Interval
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
 
@@ -124,14 +127,15 @@ def warmup_factor(progress: float, warmup: float) -> float:
     return 1.0 if warmup <= 0 else min(1.0, progress / warmup)
 
 
-def check_logit_options(method: str, num_classes: int, tau: float, warmup: float) -> None:
-    """Raise :class:`KdbenchError` for options DKD-style losses cannot use."""
+Temperature = Annotated[float, Gt(0)]
+Warmup = Annotated[float, Interval(0, 1, closed="left")]
+"""The fraction of training over which the term is warmed up linearly."""
+
+
+def check_logit_options(method: str, num_classes: int) -> None:
+    """Raise :class:`KdbenchError` for a task DKD-style losses cannot use (one class)."""
     if num_classes < 2:
         raise KdbenchError(f"method {method!r}: needs at least 2 classes, got {num_classes}")
-    if tau <= 0:
-        raise KdbenchError(f"method {method!r}: option 'tau' must be > 0, got {tau!r}")
-    if not 0 <= warmup < 1:
-        raise KdbenchError(f"method {method!r}: option 'warmup' must be in [0, 1), got {warmup!r}")
 
 
 @register_method("dkd", "Zhao et al. CVPR 2022: decoupled target / non-target class KD per pixel")
@@ -149,21 +153,20 @@ class DKD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
-        tau: float = 4.0,
+        tau: Temperature = 4.0,
         alpha: float = 1.0,
         beta: float = 8.0,
-        warmup: float = 0.08,
+        warmup: Warmup = 0.08,
         weight: float = 1.0,
     ) -> None:
         super().__init__(student, teacher)
-        check_logit_options("dkd", student.num_classes, tau, warmup)
+        check_logit_options("dkd", student.num_classes)
         self.tau, self.alpha, self.beta = tau, alpha, beta
         self.warmup, self.weight = warmup, weight
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         loss = dkd_loss(
             student.logits, teacher.logits, batch.label, self.tau, self.alpha, self.beta
         )

@@ -57,18 +57,21 @@ KL(p^T ‖ p^S) = TCKD + (1 − p^T_t)·NCKD per pixel).
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, check_choice
+from kdbench.method import Batch, Method
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Ge, Interval
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
 from methods.dkd import (
+    Temperature,
+    Warmup,
     align_logits,
     check_logit_options,
     decoupled_loss,
@@ -76,8 +79,8 @@ from methods.dkd import (
     warmup_factor,
 )
 
-WEIGHTS = ("mlp", "constant", "kd")
-CONTROLLERS = ("adversarial", "cooperative", "frozen")
+Weights = Literal["mlp", "constant", "kd"]
+Controller = Literal["adversarial", "cooperative", "frozen"]
 NUM_FEATURES = 5
 """Channels of the controller input u_p."""
 
@@ -177,28 +180,19 @@ class DWLD(Method):
         student: TapInfo,
         teacher: TapInfo | None,
         *,
-        tau: float = 4.0,
+        tau: Temperature = 4.0,
         alpha: float = 1.0,
         beta: float = 8.0,
-        weights: str = "mlp",
-        controller: str = "adversarial",
-        spread: float = 0.5,
-        layers: int = 2,
-        hidden: int = 32,
-        warmup: float = 0.08,
+        weights: Weights = "mlp",
+        controller: Controller = "adversarial",
+        spread: Annotated[float, Interval(0, 1, closed="left")] = 0.5,
+        layers: Annotated[int, Ge(1)] = 2,
+        hidden: Annotated[int, Ge(1)] = 32,
+        warmup: Warmup = 0.08,
         weight: float = 1.0,
     ) -> None:
         super().__init__(student, teacher)
-        check_logit_options("dwld", student.num_classes, tau, warmup)
-        check_choice("dwld", "weights", weights, WEIGHTS)
-        check_choice("dwld", "controller", controller, CONTROLLERS)
-        for key, value in (("layers", layers), ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KdbenchError(
-                    f"method 'dwld': option {key!r} must be an integer >= 1, got {value!r}"
-                )
-        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread < 1:
-            raise KdbenchError(f"method 'dwld': option 'spread' must be in [0, 1), got {spread!r}")
+        check_logit_options("dwld", student.num_classes)
         self.tau, self.alpha, self.beta, self.spread = tau, alpha, beta, float(spread)
         self.weights, self.mode = weights, controller
         self.warmup, self.weight = warmup, weight

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
-from kdbench.method import Batch, Method, resize_like, resolve_stages
+from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
@@ -49,13 +48,12 @@ class FitNet(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         weight: float = 10.0,
         stages: Sequence[int] = (-1,),
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
         self.weight = weight
         self.stages = resolve_stages("fitnet", stages, student, teacher)
         self.adapters = nn.ModuleList(
@@ -63,14 +61,9 @@ class FitNet(Method):
             for i in self.stages
         )
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        losses = []
-        for i, adapter in zip(self.stages, self.adapters, strict=True):
-            ft = teacher.stages[i]
-            fs = resize_like(adapter(student.stages[i]), ft)
-            losses.append(fitnet_loss(fs, ft.to(fs.dtype)))
-        return {"fitnet": self.weight * torch.stack(losses).sum()}
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        pairs = feature_pairs(student, teacher, "stages", self.stages, self.adapters)
+        return {"fitnet": self.weight * stage_sum(fitnet_loss(fs, ft) for fs, ft in pairs)}
 
 
 __all__ = ["FitNet", "fitnet_loss"]

@@ -46,11 +46,10 @@ from kdbench.method import (
     Batch,
     FeatureSource,
     Method,
-    check_choice,
-    distilled_features,
+    feature_pairs,
     resize_labels,
-    resize_like,
     resolve_stages,
+    stage_sum,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -107,7 +106,7 @@ class IFVD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         weight: float = 20.0,
         stages: Sequence[int] = (-1,),
@@ -115,29 +114,24 @@ class IFVD(Method):
         feature: FeatureSource = "stages",
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        check_choice("ifvd", "reduction", reduction, ("valid", "all"))
-        check_choice("ifvd", "feature", feature, ("stages", "decoder"))
         self.weight, self.reduction, self.feature = weight, reduction, feature
         self.stages = (
             resolve_stages("ifvd", stages, student, teacher) if feature == "stages" else ()
         )
         self.num_classes = student.num_classes
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        pairs = zip(
-            distilled_features(student, self.feature, self.stages),
-            distilled_features(teacher, self.feature, self.stages),
-            strict=True,
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        pairs = feature_pairs(
+            student, teacher, self.feature, self.stages, detach=True, cast=False
         )
-        losses = []
-        for fs, ft in pairs:
-            ft = ft.detach()
-            fs = resize_like(fs, ft)
-            label = resize_labels(batch.label, tuple(ft.shape[-2:]))
-            losses.append(ifvd_loss(fs, ft, label, self.num_classes, self.reduction))
-        return {"ifvd": self.weight * torch.stack(losses).sum()}
+        losses = (
+            ifvd_loss(
+                fs, ft, resize_labels(batch.label, tuple(ft.shape[-2:])), self.num_classes,
+                self.reduction,
+            )
+            for fs, ft in pairs
+        )
+        return {"ifvd": self.weight * stage_sum(losses)}
 
 
 __all__ = ["IFVD", "ifvd_loss", "prototype_cosine_map"]

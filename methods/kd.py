@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -66,21 +65,16 @@ class KD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         tau: float = 1.0,
         weight: float = 1.0,
         reduction: Literal["all", "valid"] = "all",
     ) -> None:
         super().__init__(student, teacher)
-        if reduction not in ("all", "valid"):
-            raise KdbenchError(
-                f"method 'kd': option reduction: expected 'all' or 'valid', got {reduction!r}"
-            )
         self.tau, self.weight, self.reduction = tau, weight, reduction
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs = student.logits
         zt = resize_like(teacher.logits, zs)
         valid = None

@@ -61,7 +61,7 @@ class LIX(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         lambda_l: float = 1.0,
         lambda_f: float = 1.0,
@@ -93,7 +93,7 @@ class LIX(Method):
                 raise KdbenchError(f"method 'lix', option {key!r}: {exc}") from None
         return resolved
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         return {**self.dwld(student, teacher, batch), **self.arfd(student, teacher, batch)}
 
 

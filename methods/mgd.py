@@ -23,14 +23,15 @@ composite row ``mgd+cwd`` here, not part of this method.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, resize_like, resolve_stages
+from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Interval
 from kdbench.registry import register_method
 from kdbench.search import LogUniform, Uniform
 
@@ -75,16 +76,13 @@ class MGD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         alpha: float = 2e-5,
-        lam: float = 0.75,
+        lam: Annotated[float, Interval(0, 1)] = 0.75,
         stages: Sequence[int] = (-1,),
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        if not 0.0 <= lam <= 1.0:
-            raise KdbenchError(f"method 'mgd': option 'lam' must be in [0, 1], got {lam!r}")
         self.alpha, self.lam = alpha, lam
         self.stages = resolve_stages("mgd", stages, student, teacher)
         self.aligns = nn.ModuleList(
@@ -93,15 +91,13 @@ class MGD(Method):
         )
         self.generators = nn.ModuleList(generator(teacher.stage_channels[i]) for i in self.stages)
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        losses = []
-        for i, align, generate in zip(self.stages, self.aligns, self.generators, strict=True):
-            ft = teacher.stages[i].detach()
-            aligned = resize_like(align(student.stages[i]), ft)
-            mask = random_keep_mask(aligned, self.lam)
-            losses.append(mgd_loss(aligned, ft.to(aligned.dtype), generate, mask))
-        return {"mgd": self.alpha * torch.stack(losses).sum()}
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        pairs = feature_pairs(student, teacher, "stages", self.stages, self.aligns, detach=True)
+        losses = (
+            mgd_loss(aligned, ft, generate, random_keep_mask(aligned, self.lam))
+            for (aligned, ft), generate in zip(pairs, self.generators, strict=True)
+        )
+        return {"mgd": self.alpha * stage_sum(losses)}
 
 
 __all__ = ["MGD", "generator", "mgd_loss", "random_keep_mask"]

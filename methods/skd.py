@@ -61,10 +61,10 @@ from kdbench.method import (
     Batch,
     FeatureSource,
     Method,
-    check_choice,
-    distilled_features,
+    feature_pairs,
     resize_like,
     resolve_stages,
+    stage_sum,
 )
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
@@ -123,7 +123,7 @@ class SKD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         pair_weight: float = 10.0,
         pixel_weight: float = 10.0,
@@ -133,33 +133,23 @@ class SKD(Method):
         pixel_reduction: Literal["mean", "image_sum"] = "mean",
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        check_choice("skd", "pool", pool, ("max2", "grid2"))
-        check_choice("skd", "pixel_reduction", pixel_reduction, ("mean", "image_sum"))
         self.pixel_reduction = pixel_reduction
-        check_choice("skd", "feature", feature, ("stages", "decoder"))
         self.pair_weight, self.pixel_weight, self.pool = pair_weight, pixel_weight, pool
         self.feature = feature
         self.stages = resolve_stages("skd", stages, student, teacher) if feature == "stages" else ()
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
-        pairs = zip(
-            distilled_features(student, self.feature, self.stages),
-            distilled_features(teacher, self.feature, self.stages),
-            strict=True,
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
+        pairs = feature_pairs(
+            student, teacher, self.feature, self.stages, detach=True, cast=False
         )
-        pair = []
-        for fs, ft in pairs:
-            ft = ft.detach()
-            pair.append(pair_wise_loss(resize_like(fs, ft), ft, self.pool))
+        pair = stage_sum(pair_wise_loss(fs, ft, self.pool) for fs, ft in pairs)
         zs = student.logits
         zt = resize_like(teacher.logits.detach(), zs).to(zs.dtype)
         pixel = kd_loss(zs, zt, tau=1.0)
         if self.pixel_reduction == "image_sum":  # the authors' N · mean_P (module docstring)
             pixel = pixel * zs.shape[0]
         return {
-            "skd_pair": self.pair_weight * torch.stack(pair).sum(),
+            "skd_pair": self.pair_weight * pair,
             "skd_pixel": self.pixel_weight * pixel,
         }
 

@@ -89,7 +89,7 @@ def test_changing_a_method_default_changes_only_that_methods_ids(tmp_path: Path)
     for label, file, old, new in [
         ("same", None, None, None),
         ("kd", "kd.py", "        tau: float = 1.0,", "        tau: float = 2.0,"),
-        ("dwld", "dwld.py", "        tau: float = 4.0,", "        tau: float = 3.0,"),
+        ("dwld", "dwld.py", "        tau: Temperature = 4.0,", "        tau: Temperature = 3.0,"),
     ]:
         copy = tmp_path / label / "methods"
         shutil.copytree(ROOT / "methods", copy, ignore=shutil.ignore_patterns("__pycache__"))

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from kdbench.errors import KdbenchError
+from kdbench.options import load_yaml
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -28,7 +29,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise KdbenchError(f"--set {assignment!r}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
     try:
-        node[keys[-1]] = yaml.safe_load(text)
+        node[keys[-1]] = load_yaml(text)
     except yaml.YAMLError as exc:
         raise KdbenchError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
 
@@ -58,7 +59,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise KdbenchError(f"{path}: suite file not found")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = load_yaml(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise KdbenchError(f"{path}: cannot read the suite ({exc.strerror})") from None
     except UnicodeDecodeError:

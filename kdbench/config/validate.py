@@ -4,7 +4,6 @@ Each check raises a one-line :class:`KdbenchError` naming the suite file and the
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +171,8 @@ def head(value: Any, key: str, where: str) -> dict[str, Any]:
     """``name`` or ``{name: {options}}`` -> ``{"name", "options"}``, checked against the head
     registry and the head's constructor (common options: kdbench.models.heads)."""
     from kdbench.method import canonical
-    from kdbench.models.heads import COMMON_OPTIONS, split_options
+    from kdbench.models.heads import head_options
+    from kdbench.options import resolve
     from kdbench.registry import HEADS
 
     entries = named_options(value if isinstance(value, dict) else [value], key, where)
@@ -183,17 +183,8 @@ def head(value: Any, key: str, where: str) -> dict[str, Any]:
         raise KdbenchError(
             f"{where}: {key}: unknown head {name!r}; known: {', '.join(HEADS.names())}"
         )
-    params = dict(list(inspect.signature(HEADS.get(name)).parameters.items())[4:])
-    for option in options:
-        if option not in params and option not in COMMON_OPTIONS:
-            known = ", ".join([*params, *COMMON_OPTIONS])
-            raise KdbenchError(f"{where}: {key}.{name}.{option}: unknown option; options: {known}")
-    try:
-        common, own = split_options(options)
-    except KdbenchError as exc:
-        raise KdbenchError(f"{where}: {key}.{name}: {exc}") from None
-    defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
-    return {"name": name, "options": canonical({**defaults, **common, **own})}
+    resolved = resolve(head_options(name), options, f"{where}: {key}.{name}")
+    return {"name": name, "options": canonical(resolved)}
 
 
 def check_eval(protocol: dict[str, Any], where: str) -> None:

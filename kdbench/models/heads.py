@@ -21,7 +21,7 @@ logits at 1/4.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,23 +29,36 @@ from torch import Tensor, nn
 
 from kdbench.errors import KdbenchError
 from kdbench.models.decoder import FPNDecoder, stages_from
+from kdbench.options import Ge, Option, resolve, signature_options
 from kdbench.registry import register_head
 
-COMMON_OPTIONS: dict[str, Any] = {"output_stride": None, "aux": 0.0, "aux_stage": -2}
+
+def _common(
+    *,
+    output_stride: Literal[8, 16, 32] | None = None,
+    aux: Annotated[float, Ge(0)] = 0.0,
+    aux_stage: int = -2,
+) -> None:
+    """The options every head takes (module docstring), declared for the option resolver."""
+
+
+COMMON_OPTIONS: dict[str, Option] = signature_options(_common)
 """Options of every head that the model (encoder, auxiliary head, trainer) uses."""
 
 
+def head_options(name: str) -> dict[str, Option]:
+    """Every option of head ``name``: the common ones, then its constructor's own (the keyword
+    parameters after the four inputs every head is built from)."""
+    from kdbench.registry import HEADS
+
+    return {**COMMON_OPTIONS, **signature_options(HEADS.get(name), skip=4)}
+
+
 def split_options(options: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``options`` -> (the common options with defaults, the head's own options)."""
-    options = dict(options or {})
-    common = {k: options.pop(k, v) for k, v in COMMON_OPTIONS.items()}
-    if common["output_stride"] not in (None, 8, 16, 32):
-        raise KdbenchError(f"head output_stride: expected 8, 16, 32 or null, got "
-                           f"{common['output_stride']!r}")
-    aux = common["aux"]
-    if isinstance(aux, bool) or not isinstance(aux, (int, float)) or aux < 0:
-        raise KdbenchError(f"head aux: expected a weight >= 0, got {aux!r}")
-    return common, options
+    """``options`` -> (the common options resolved, defaults filled in; the head's own)."""
+    own = dict(options or {})
+    given = {k: own.pop(k) for k in COMMON_OPTIONS if k in own}
+    return resolve(COMMON_OPTIONS, given, "head"), own
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:

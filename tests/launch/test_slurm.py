@@ -252,7 +252,7 @@ def test_from_options_builds_and_validates(tmp_path: Path) -> None:
     )
     assert (ex.partition, ex.time_min, ex.gpus_per_node, ex.mem_gb) == ("gpu", 240, 1, 7.5)
     assert ex.folder == tmp_path and ex.cpus_per_task == 1
-    with pytest.raises(KdbenchError, match=r"^launch\.gpus: unknown option"):
+    with pytest.raises(KdbenchError, match=r"^launch: unknown option 'gpus'"):
         from_options({"gpus": 1}, tmp_path)
     assert from_options({"gpus_per_node": 2}, tmp_path).gpus_per_node == 2
     with pytest.raises(KdbenchError, match=r"^launch\.tasks_per_node: 3 with gpus_per_node: 2;"):
@@ -261,7 +261,7 @@ def test_from_options_builds_and_validates(tmp_path: Path) -> None:
         from_options({"teacher": {"gpus_per_node": 2, "tasks_per_node": 1}}, tmp_path)
     with pytest.raises(KdbenchError, match=r"^launch\.teacher\.mem_gb: expected"):
         from_options({"teacher": {"mem_gb": 0}}, tmp_path)
-    with pytest.raises(KdbenchError, match=r"^launch\.student\.seeds: unknown resource"):
+    with pytest.raises(KdbenchError, match=r"^launch\.student: unknown option 'seeds'"):
         from_options({"student": {"seeds": 1}}, tmp_path)
     for key, bad in (
         ("time_min", 0),

@@ -133,27 +133,27 @@ def test_check_choice_accepts_every_choice_and_lists_them_in_order() -> None:
     [
         (
             lambda: SKD(STUDENT, TEACHER, pool="avg"),
-            "method 'skd': option 'pool' must be 'max2' or 'grid2', got 'avg'",
+            "method 'skd'.pool: expected one of max2, grid2, got 'avg'",
         ),
         (
             lambda: SKD(STUDENT, TEACHER, feature="logits"),
-            "method 'skd': option 'feature' must be 'stages' or 'decoder', got 'logits'",
+            "method 'skd'.feature: expected one of decoder, stages, got 'logits'",
         ),
         (
             lambda: IFVD(STUDENT, TEACHER, reduction="sum"),
-            "method 'ifvd': option 'reduction' must be 'valid' or 'all', got 'sum'",
+            "method 'ifvd'.reduction: expected one of valid, all, got 'sum'",
         ),
         (
             lambda: IFVD(STUDENT, TEACHER, feature="logits"),
-            "method 'ifvd': option 'feature' must be 'stages' or 'decoder', got 'logits'",
+            "method 'ifvd'.feature: expected one of decoder, stages, got 'logits'",
         ),
         (
             lambda: CIRKD(STUDENT, TEACHER, feature="logits"),
-            "method 'cirkd': option 'feature' must be 'decoder' or 'stages', got 'logits'",
+            "method 'cirkd'.feature: expected one of decoder, stages, got 'logits'",
         ),
         (
             lambda: CWD(STUDENT, TEACHER, feature="stage"),
-            "method 'cwd': option 'feature' must be 'logits', 'decoder' or 'stages', got 'stage'",
+            "method 'cwd'.feature: expected one of logits, decoder, stages, got 'stage'",
         ),
     ],
 )

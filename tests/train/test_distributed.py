@@ -81,8 +81,8 @@ def _method_state(rank: int, port: int, out: str) -> None:
     """Rank ``rank`` of 2 (or the single process when ``rank`` is -1) runs CIRKD on its half
     of a 2-image batch and initialises ARFD's anchors from its own data."""
     from methods.arfd import KernelRegression
-    from tests.methods.test_cirkd import SMALL, STUDENT, TEACHER, labels, outputs
     from tests.methods.fakes import batch
+    from tests.methods.test_cirkd import SMALL, STUDENT, TEACHER, labels, outputs
 
     def state() -> dict:
         torch.manual_seed(0)
