@@ -153,6 +153,15 @@ class Method(nn.Module):
     ) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def statistics(self) -> dict[str, Tensor]:
+        """Detached 0-d tensors describing the last forward (e.g. DWLD's weight statistics).
+
+        The training loop logs them in the run's history beside the losses (averaged over each
+        logging interval, under ``"statistics"``); they never enter the loss. They stay on the
+        device (no host synchronisation per step). The default is none.
+        """
+        return {}
+
     def extra_parameters(self) -> int:
         """Number of trainable parameters the method adds to the student's."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -217,6 +226,14 @@ class MethodSet(Method):
             for name, value in method(student, teacher, batch).items():
                 out[f"{key}/{name}" if len(self.terms) > 1 else name] = value
         return out
+
+    def statistics(self) -> dict[str, Tensor]:
+        """Every term's statistics, prefixed by the method name as the loss terms are."""
+        return {
+            f"{key}/{name}" if len(self.terms) > 1 else name: value
+            for key, method in self.terms.items()
+            for name, value in method.statistics().items()
+        }
 
 
 def build_method(

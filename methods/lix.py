@@ -96,5 +96,9 @@ class LIX(Method):
     def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
         return {**self.dwld(student, teacher, batch), **self.arfd(student, teacher, batch)}
 
+    def statistics(self) -> dict[str, Tensor]:
+        """DWLD's weight statistics of the last forward (ARFD has none)."""
+        return {**self.dwld.statistics(), **self.arfd.statistics()}
+
 
 __all__ = ["LIX"]

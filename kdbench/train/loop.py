@@ -23,6 +23,9 @@ from kdbench.train.distributed import global_count, mean_over_ranks, unwrapped
 from kdbench.train.precision import autocast, check_gradients, check_terms
 
 _MIX = 0x9E3779B97F4A7C15
+STATISTICS = "statistics/"
+"""Key prefix of a method's statistics (:meth:`~kdbench.method.Method.statistics`) among the
+values :func:`train_step` returns: detached device tensors, never part of the loss."""
 
 
 def derived_seed(seed: int, counter: int, stream: int) -> int:
@@ -105,7 +108,9 @@ def train_step(
 ) -> tuple[dict[str, float], bool]:
     """One optimisation step: augment, forward, CE + distillation terms, backward, update.
 
-    Returns the loss values and whether the fp16 gradient scaler skipped the update. A
+    Returns the loss values (and, under keys prefixed :data:`STATISTICS`, the method's
+    statistics as detached device tensors) and whether the fp16 gradient scaler skipped the
+    update. A
     non-finite loss term or gradient raises
     :class:`~kdbench.train.precision.NonFiniteError` before the optimizer steps.
     """
@@ -128,6 +133,7 @@ def train_step(
             )
             terms["aux"] = models.aux_weight * cross_entropy(aux.float(), label)
         terms.update(models.method(out, teacher_out, batch))
+        statistics = unwrapped(models.method).statistics()
         loss = sum(v.float() for v in terms.values())
     logged = mean_over_ranks(torch.stack([v.detach().float() for v in (loss, *terms.values())]))
     total_loss, *term_values = logged.tolist()
@@ -145,4 +151,5 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     skipped = scaler.is_enabled() and scaler.get_scale() < scale
-    return {"loss": total_loss, **values}, skipped
+    stats = {STATISTICS + k: v.detach() for k, v in statistics.items()}
+    return {"loss": total_loss, **values, **stats}, skipped

@@ -49,7 +49,7 @@ from kdbench.train.distributed import (
 )
 from kdbench.train.evaluation import describe as describe_protocol
 from kdbench.train.evaluation import evaluate
-from kdbench.train.loop import Models, lr_factor, to_device, train_step
+from kdbench.train.loop import STATISTICS, Models, lr_factor, to_device, train_step
 from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
 from kdbench.train.precision import autocast, check_weights, grad_scaler
@@ -413,12 +413,15 @@ def _build(spec: RunSpec, store: RunStore, device: torch.device) -> tuple[Any, A
 
 
 def _log_entry(
-    window: list[dict[str, float]], step: int, epoch: float, lr: float
+    window: list[dict[str, Any]], step: int, epoch: float, lr: float
 ) -> dict[str, Any]:
-    """One history entry: the losses averaged over the steps since the last entry."""
-    mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+    """One history entry: the losses, and the method's statistics if it has any, averaged over
+    the steps since the last entry."""
+    mean = {k: float(sum(w[k] for w in window) / len(window)) for k in window[0]}
     loss = mean.pop("loss")
-    return {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+    stats = {k[len(STATISTICS) :]: mean.pop(k) for k in list(mean) if k.startswith(STATISTICS)}
+    entry = {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+    return {**entry, "statistics": stats} if stats else entry
 
 
 def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
