@@ -1,0 +1,116 @@
+"""Af-DCD's pure losses against float64 loops; one group has no negatives; small-map rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from methods.afdcd import (
+    fitted_sizes,
+    patch_contrast_loss,
+    reconstruction_loss,
+    spatial_mask,
+)
+
+
+def reference_contrast(g: torch.Tensor, t: torch.Tensor, tau: float, groups: int, patch: int,
+                       pool: int) -> float:
+    """Loops: max-pool, then for every patch and every student token (position, group) the
+    cross-entropy over the positive and the other groups' teacher tokens of that patch."""
+    gp = torch.nn.functional.max_pool2d(g, pool)
+    tp = torch.nn.functional.max_pool2d(t, pool)
+    n, c, h, w = gp.shape
+    d = c // groups
+
+    def token(x: torch.Tensor, i: int, y: int, xx: int, grp: int) -> list[float]:
+        return x[i, grp * d : (grp + 1) * d, y, xx].tolist()
+
+    total = 0.0
+    for i in range(n):
+        for py in range(0, h, patch):
+            for px in range(0, w, patch):
+                cells = [(py + a, px + b) for a in range(patch) for b in range(patch)]
+                for grp in range(groups):
+                    for (y, x) in cells:
+                        s = token(gp, i, y, x, grp)
+
+                        def logit(y2: int, x2: int, g2: int, s: list[float] = s) -> float:
+                            other = token(tp, i, y2, x2, g2)
+                            return -sum(abs(p - q) for p, q in zip(s, other, strict=True)) / tau
+
+                        positive = logit(y, x, grp)
+                        candidates = [positive] + [
+                            logit(y2, x2, g2) for g2 in range(groups) if g2 != grp
+                            for (y2, x2) in cells
+                        ]
+                        top = max(candidates)
+                        lse = top + math.log(sum(math.exp(v - top) for v in candidates))
+                        total += lse - positive
+    return total / (h * w) / n
+
+
+def maps(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=gen, dtype=torch.float64),
+            torch.randn(*shape, generator=gen, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("groups", "patch", "pool"), [(2, 2, 2), (4, 1, 1), (2, 4, 2)])
+def test_patch_contrast_matches_loops(groups: int, patch: int, pool: int) -> None:
+    g, t = maps(0, (2, 8, 8, 8))
+    got = patch_contrast_loss(g, t, 0.5, groups, patch, pool).item()
+    assert got == pytest.approx(reference_contrast(g, t, 0.5, groups, patch, pool), rel=1e-10)
+
+
+def test_one_channel_group_has_no_negatives_and_zero_contrast() -> None:
+    g, t = maps(1, (2, 6, 8, 8))
+    g.requires_grad_(True)
+    loss = patch_contrast_loss(g, t, 0.07, groups=1, patch=2, pool=2)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(g.grad, torch.zeros_like(g))
+
+
+def test_default_token_count_per_patch_is_256() -> None:
+    """At the defaults on a 16-divisible map: 16 groups × 4×4 positions, 240 negatives each;
+    a student equal to the teacher has every positive at distance 0."""
+    t = torch.randn(1, 32, 16, 16, dtype=torch.float64)
+    loss = patch_contrast_loss(t, t, 0.07)
+    pooled = torch.nn.functional.max_pool2d(t, 4)
+    assert pooled.shape[-2:] == (4, 4)
+    assert 0 < loss.item() < math.log(241) * 256 / 16
+
+
+def test_reconstruction_is_the_summed_square_over_the_batch() -> None:
+    g, t = maps(2, (3, 4, 5, 6))
+    want = sum(float(((g[i] - t[i]) ** 2).sum()) for i in range(3)) / 3
+    assert reconstruction_loss(g, t).item() == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("shape", "want"),
+    [((2, 512, 64, 128), (16, 4, 4)), ((2, 40, 4, 8), (8, 1, 4)), ((2, 24, 6, 10), (8, 1, 2)),
+     ((1, 7, 1, 2), (1, 1, 1))],
+)
+def test_fitted_sizes_shrink_to_fit(shape: tuple[int, ...], want: tuple[int, int, int]) -> None:
+    assert fitted_sizes(shape, 16, 4, 4) == want
+    g, t = maps(3, shape)
+    assert torch.isfinite(patch_contrast_loss(g.float(), t.float()))
+
+
+def test_gradients_and_extreme_values() -> None:
+    g, t = maps(4, (2, 8, 8, 8))
+    g = (g.float() * 1e4).requires_grad_(True)
+    loss = patch_contrast_loss(g, t.float() * 1e4, 0.07, 2, 2, 2) + reconstruction_loss(g, t.float())
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(g.grad).all() and g.grad.abs().sum() > 0
+
+
+def test_masks() -> None:
+    gen = torch.Generator().manual_seed(0)
+    random = spatial_mask((4, 3, 32, 32), "random", 0.75, gen)
+    assert random.shape == (4, 1, 32, 32) and abs(random.mean().item() - 0.25) < 0.03
+    centre = spatial_mask((1, 3, 6, 9), "centre", 0.75)
+    assert centre[0, 0, 2:4, 3:6].sum() == 0 and centre.sum() == 54 - 6
