@@ -125,8 +125,14 @@ def test_every_method_trains_end_to_end(name: str, teacher_results) -> None:  # 
                       "train": {**kd.train, "steps": 3, "checkpoint_every": 100}})
     record = train_run(spec, results)
     assert record["status"] == "complete", record.get("traceback")
-    losses = RunStore(results).history(spec.id)[-1]["losses"]
+    last = RunStore(results).history(spec.id)[-1]
+    losses = last["losses"]
     assert "ce" in losses and len(losses) >= 2
+    if name in ("dwld", "lix"):  # the controller's weight statistics reach the history
+        assert last["statistics"]["w_t_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert {"w_n_max", "w_t_spearman"} <= set(last["statistics"])
+    else:
+        assert "statistics" not in last
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert record["extra_params"] >= 0 and record["metrics"]["miou"] is not None
     cost = record["cost"]
