@@ -235,7 +235,9 @@ def weight_statistics(
     return stats
 
 
-@register_method("dwld", "LIX's DWLD as reconstructed here: DKD, per-pixel mean-preserving bounded weights")
+@register_method(
+    "dwld", "LIX's DWLD as reconstructed here: DKD, per-pixel mean-preserving bounded weights"
+)
 class DWLD(Method):
     """DWLD on the logits; ``controller`` is the MLP (``None`` unless weights=mlp).
 

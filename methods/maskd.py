@@ -22,10 +22,11 @@ logits z^S at the head's resolution, every pixel, no KD term (:func:`maskd_loss`
 
 Identity: zero tokens give M_t = 1/2 everywhere, so with P = h·w pixels
 
-    L = 0.5 · mean_{n,k} (1/4)·Σ_p (z^S − z^T)² / (P/2 + 1e-5) = 0.25 · MSE(z^S, z^T) · P/(P + 2e-5),
+    L = 0.5 · mean_{n,k} (1/4)·Σ_p (z^S − z^T)² / (P/2 + 1e-5)
+      = 0.25 · MSE(z^S, z^T) · P/(P + 2e-5),
 
-0.25 × the logit MSE up to the constant in the denominator. Under data parallelism every mask and every term is per image; only the
-final mean over the batch is per rank.
+0.25 × the logit MSE up to the constant in the denominator. Under data parallelism every mask
+and every term is per image; only the final mean over the batch is per rank.
 """
 
 from __future__ import annotations

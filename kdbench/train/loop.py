@@ -147,6 +147,7 @@ def train_step(
         named = [(f"model.{n}", p) for n, p in models.model.named_parameters()]
         named += [(f"method.{n}", p) for n, p in models.method.named_parameters()]
         check_gradients(named, step)
+    unwrapped(models.method).before_optimizer_step()  # e.g. clipping the method's gradients
     scale = scaler.get_scale() if scaler.is_enabled() else 1.0
     scaler.step(optimizer)
     scaler.update()

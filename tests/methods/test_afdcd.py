@@ -1,4 +1,5 @@
-"""Af-DCD's pure losses against float64 loops; one group has no negatives; small-map rule."""
+"""Af-DCD: pure losses against float64 loops, no negatives with one group, the small-map rule,
+the method's terms and its gradient-clipping hook."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import math
 import pytest
 import torch
 
+from kdbench.errors import KdbenchError
+from kdbench.method import Batch, build_method
+from kdbench.models.outputs import Outputs, TapInfo
 from methods.afdcd import (
+    AfDCD,
     fitted_sizes,
+    make_projector,
     patch_contrast_loss,
     reconstruction_loss,
     spatial_mask,
 )
+from methods.kd import kd_loss
 
 
 def reference_contrast(g: torch.Tensor, t: torch.Tensor, tau: float, groups: int, patch: int,
@@ -36,7 +43,9 @@ def reference_contrast(g: torch.Tensor, t: torch.Tensor, tau: float, groups: int
                     for (y, x) in cells:
                         s = token(gp, i, y, x, grp)
 
-                        def logit(y2: int, x2: int, g2: int, s: list[float] = s) -> float:
+                        def logit(
+                            y2: int, x2: int, g2: int, s: list[float] = s, i: int = i
+                        ) -> float:
                             other = token(tp, i, y2, x2, g2)
                             return -sum(abs(p - q) for p, q in zip(s, other, strict=True)) / tau
 
@@ -103,7 +112,8 @@ def test_fitted_sizes_shrink_to_fit(shape: tuple[int, ...], want: tuple[int, int
 def test_gradients_and_extreme_values() -> None:
     g, t = maps(4, (2, 8, 8, 8))
     g = (g.float() * 1e4).requires_grad_(True)
-    loss = patch_contrast_loss(g, t.float() * 1e4, 0.07, 2, 2, 2) + reconstruction_loss(g, t.float())
+    loss = patch_contrast_loss(g, t.float() * 1e4, 0.07, 2, 2, 2)
+    loss = loss + reconstruction_loss(g, t.float())
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(g.grad).all() and g.grad.abs().sum() > 0
 
@@ -114,3 +124,63 @@ def test_masks() -> None:
     assert random.shape == (4, 1, 32, 32) and abs(random.mean().item() - 0.25) < 0.03
     centre = spatial_mask((1, 3, 6, 9), "centre", 0.75)
     assert centre[0, 0, 2:4, 3:6].sum() == 0 and centre.sum() == 54 - 6
+
+
+def afdcd_outputs(info: TapInfo, seed: int, scale: float = 1.0) -> Outputs:
+    gen = torch.Generator().manual_seed(seed)
+    stages = tuple(torch.randn(2, c, 32 // r, 64 // r, generator=gen) * scale
+                   for c, r in zip(info.stage_channels, info.stage_reductions, strict=True))
+    return Outputs(torch.randn(2, 5, 8, 16, generator=gen) * scale, stages,
+                   torch.randn(2, info.decoder_channels, 8, 16, generator=gen))
+
+
+STUDENT = TapInfo((8, 24), (4, 8), 16, 5, 4)
+TEACHER = TapInfo((12, 32), (4, 8), 24, 5, 4)
+
+
+@pytest.mark.parametrize("projector", ["plain", "enhanced"])
+def test_method_terms_are_the_pure_losses(projector: str) -> None:
+    torch.manual_seed(0)
+    method = AfDCD(STUDENT, TEACHER, mask_ratio=0.0, projector=projector, groups=4, patch=2,
+                   pool=2)
+    student, teacher = afdcd_outputs(STUDENT, 1), afdcd_outputs(TEACHER, 2)
+    label = torch.zeros(2, 32, 64, dtype=torch.long)
+    out = method(student, teacher, Batch(torch.zeros(2, 3, 32, 64), torch.zeros(2, 1, 32, 64),
+                                         label))
+    g = method.projector(method.align(student.stages[-1]))  # mask ratio 0 keeps everything
+    assert g.shape == teacher.stages[-1].shape
+    torch.testing.assert_close(out["fd"], 2e-6 * reconstruction_loss(g, teacher.stages[-1]))
+    torch.testing.assert_close(
+        out["ctr"], 5e-3 * patch_contrast_loss(g, teacher.stages[-1], 0.07, 4, 2, 2)
+    )
+    torch.testing.assert_close(out["kd"], kd_loss(student.logits, teacher.logits, 1.0))
+
+
+def test_enhanced_projector_formula() -> None:
+    torch.manual_seed(1)
+    proj = make_projector("enhanced", 6)
+    x = torch.randn(1, 6, 5, 5)
+    x_1 = torch.relu(proj.block_1(x))
+    x_2 = torch.relu(proj.block_2(x_1))
+    torch.testing.assert_close(proj(x), (proj.adaptor_1(x_1) + proj.adaptor_2(x_2)) / 2)
+
+
+def test_hook_clips_the_connectors_gradient_norm() -> None:
+    torch.manual_seed(3)
+    method = build_method([("afdcd", {"clip": 0.5, "fd_weight": 1.0})], STUDENT, TEACHER)
+    student, teacher = afdcd_outputs(STUDENT, 4, scale=10.0), afdcd_outputs(TEACHER, 5, 10.0)
+    label = torch.zeros(2, 32, 64, dtype=torch.long)
+    out = method(student, teacher, Batch(torch.zeros(2, 3, 32, 64), torch.zeros(2, 1, 32, 64),
+                                         label))
+    sum(out.values()).backward()
+    grads = [p.grad for p in method.parameters()]
+    assert torch.nn.utils.get_total_norm(grads) > 0.5
+    method.before_optimizer_step()
+    assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"mask": "edge"}, {"projector": "mlp"}, {"groups": 0},
+                                     {"mask_ratio": 1.0}, {"tau": 0.0}])
+def test_bad_options_raise(options: dict) -> None:
+    with pytest.raises(KdbenchError, match="afdcd"):
+        AfDCD(STUDENT, TEACHER, **options)

@@ -74,7 +74,8 @@ def reference_body(zs: torch.Tensor, zt: torch.Tensor, mask: torch.Tensor, tau: 
             t = [v / tau for v in (zt[i, c] * body[i, 0]).flatten().tolist()]
             ls = math.log(sum(math.exp(v) for v in s))
             lt = math.log(sum(math.exp(v) for v in t))
-            total += sum(math.exp(b - lt) * ((b - lt) - (a - ls)) for a, b in zip(s, t, strict=True))
+            pairs = zip(s, t, strict=True)
+            total += sum(math.exp(b - lt) * ((b - lt) - (a - ls)) for a, b in pairs)
     return tau**2 * total / (n * k)
 
 

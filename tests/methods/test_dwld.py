@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from scipy.stats import pearsonr, spearmanr
+from torch import nn
 
 from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, build_method
@@ -268,7 +267,8 @@ def test_statistics_match_scipy_with_ties_and_ignored_pixels() -> None:
     g = torch.Generator().manual_seed(14)
     w_t = torch.randint(0, 4, (2, 5, 6), generator=g).float()  # many ties
     w_n = torch.randn(2, 5, 6, generator=g)
-    tckd, nckd = torch.rand(2, 5, 6, generator=g), torch.randint(0, 3, (2, 5, 6), generator=g).float()
+    tckd = torch.rand(2, 5, 6, generator=g)
+    nckd = torch.randint(0, 3, (2, 5, 6), generator=g).float()
     valid = torch.rand(2, 5, 6, generator=g) > 0.2
     stats = weight_statistics(w_t, w_n, tckd, nckd, valid)
     for key, w, loss in (("w_t", w_t, tckd), ("w_n", w_n, nckd)):

@@ -88,7 +88,8 @@ def test_zero_tokens_give_a_quarter_of_the_logit_mse() -> None:
 def test_dice_matches_loops_and_token_loss_is_ce_plus_dice() -> None:
     zs, zt, tokens = case(2)
     masks = token_masks(zt, tokens)
-    torch.testing.assert_close(masks, torch.tensor(reference_masks(zt, tokens), dtype=torch.float64))
+    want = torch.tensor(reference_masks(zt, tokens), dtype=torch.float64)
+    torch.testing.assert_close(masks, want)
     assert dice_term(masks).item() == pytest.approx(reference_dice(reference_masks(zt, tokens)),
                                                     rel=1e-10)
     label = torch.randint(0, 4, (2, 6, 10), generator=torch.Generator().manual_seed(0))
