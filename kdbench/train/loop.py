@@ -105,13 +105,12 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
-) -> tuple[dict[str, float], bool]:
+) -> tuple[dict[str, float | Tensor], bool]:
     """One optimisation step: augment, forward, CE + distillation terms, backward, update.
 
     Returns the loss values (and, under keys prefixed :data:`STATISTICS`, the method's
     statistics as detached device tensors) and whether the fp16 gradient scaler skipped the
-    update. A
-    non-finite loss term or gradient raises
+    update. A non-finite loss term or gradient raises
     :class:`~kdbench.train.precision.NonFiniteError` before the optimizer steps.
     """
     torch.manual_seed(derived_seed(seed, step, 2))  # dropout, masks, queue sampling
