@@ -11,6 +11,9 @@ import torch
 from kdbench.errors import KdbenchError
 from kdbench.method import Batch, build_method
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.models.student import Segmenter
+from kdbench.registry import TEACHERS
+from kdbench.train.loop import Models, train_step
 from methods.afdcd import (
     AfDCD,
     fitted_sizes,
@@ -184,3 +187,24 @@ def test_hook_clips_the_connectors_gradient_norm() -> None:
 def test_bad_options_raise(options: dict) -> None:
     with pytest.raises(KdbenchError, match="afdcd"):
         AfDCD(STUDENT, TEACHER, **options)
+
+
+def test_the_training_step_clips_the_connectors_before_the_optimizer_steps() -> None:
+    """One ``train_step`` with SGD at lr 1: the connectors move by exactly their clipped
+    gradient, whose norm is ``clip`` (the loop calls the method's hook before stepping)."""
+    torch.manual_seed(0)
+    student = Segmenter("test_resnet", 5, decoder_channels=16)
+    teacher = TEACHERS.get("intermediate")("test_resnet", 5, 1, decoder_channels=16)
+    method = build_method([("afdcd", {"clip": 1e-3, "fd_weight": 1.0})], student.tap_info,
+                          teacher.tap_info)
+    models = Models(student, method, teacher, uses_x=False)
+    optimizer = torch.optim.SGD([*student.parameters(), *method.parameters()], lr=1.0)
+    before = [p.detach().clone() for p in method.parameters()]
+    gen = torch.Generator().manual_seed(1)
+    data = {"rgb": torch.randn(2, 3, 32, 64, generator=gen),
+            "x": torch.randn(2, 1, 32, 64, generator=gen),
+            "label": torch.randint(0, 5, (2, 32, 64), generator=gen)}
+    train_step(models, data, 0, 10, 0, {"amp": "off"}, optimizer,
+               torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"))
+    moved = [p.detach() - b for p, b in zip(method.parameters(), before, strict=True)]
+    assert torch.nn.utils.get_total_norm(moved).item() == pytest.approx(1e-3, rel=1e-4)
