@@ -18,6 +18,7 @@ from methods.dwld import (
     bounded_weights,
     confidence_features,
     reversal_strength,
+    spearman,
     weight_statistics,
 )
 from methods.kd import KD
@@ -278,6 +279,10 @@ def test_statistics_match_scipy_with_ties_and_ignored_pixels() -> None:
         assert stats[f"{key}_max"].item() == pytest.approx(x.max())
         assert stats[f"{key}_pearson"].item() == pytest.approx(pearsonr(x, y)[0], abs=1e-5)
         assert stats[f"{key}_spearman"].item() == pytest.approx(spearmanr(x, y)[0], abs=1e-5)
+    strided = spearman(w_n, nckd, valid, limit=16)  # 60 pixels: every 4th is ranked
+    x, y = w_n.flatten()[::4], nckd.flatten()[::4]
+    keep = valid.flatten()[::4]
+    assert strided.item() == pytest.approx(spearmanr(x[keep], y[keep])[0], abs=1e-5)
     constant = weight_statistics(torch.ones(2, 5, 6), w_n, tckd, nckd, valid)
     assert constant["w_t_pearson"].item() == constant["w_t_spearman"].item() == 0.0
     empty = weight_statistics(w_t, w_n, tckd, nckd, torch.zeros_like(valid))
