@@ -53,7 +53,8 @@ def test_self_attention_matches_a_loop() -> None:
     with torch.no_grad():
         attention.gamma.fill_(0.7)
     x = torch.randn(1, 8, 2, 3, dtype=torch.float64)
-    q, k, v = (m(x).flatten(2)[0] for m in (attention.query, attention.key, attention.value))
+    with torch.no_grad():
+        q, k, v = (m(x).flatten(2)[0] for m in (attention.query, attention.key, attention.value))
     out = x.flatten(2)[0].clone()
     for i in range(6):
         scores = torch.tensor([float(q[:, i] @ k[:, j]) for j in range(6)], dtype=torch.float64)
