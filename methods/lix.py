@@ -100,5 +100,10 @@ class LIX(Method):
         """DWLD's weight statistics of the last forward (ARFD has none)."""
         return {**self.dwld.statistics(), **self.arfd.statistics()}
 
+    def before_optimizer_step(self) -> None:
+        """Each half's hook, as a method set would call it."""
+        self.dwld.before_optimizer_step()
+        self.arfd.before_optimizer_step()
+
 
 __all__ = ["LIX"]
