@@ -72,9 +72,14 @@ def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results)
     assert [h["loss"] for h in curves[0]] == [h["loss"] for h in curves[1]]
 
 
-def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, teacher_results) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("name", ["kd", "dwld"])  # dwld: statistics in the checkpointed window
+def test_a_resumed_run_equals_the_uninterrupted_one(
+    tmp_path: Path, teacher_results, name: str  # noqa: ANN001
+) -> None:
     results, suite = teacher_results
     kd = next(s for s in suite.students if s.method == "kd")
+    if name != "kd":
+        kd = RunSpec(**{**kd.__dict__, "method": name, "method_terms": ((name, {}),)})
     reference = train_run(kd, results)
     other = tmp_path / "resumed"
     (other / "runs").mkdir(parents=True)
