@@ -208,3 +208,11 @@ def test_the_training_step_clips_the_connectors_before_the_optimizer_steps() -> 
                torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu"))
     moved = [p.detach() - b for p, b in zip(method.parameters(), before, strict=True)]
     assert torch.nn.utils.get_total_norm(moved).item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_both_terms_are_means_of_per_image_terms() -> None:
+    """Nothing couples the images of a batch: the batch's terms are the means of the images'."""
+    g, t = maps(6, (3, 8, 8, 8))
+    for loss in (reconstruction_loss, lambda a, b: patch_contrast_loss(a, b, 0.5, 2, 2, 2)):
+        per_image = torch.stack([loss(g[i : i + 1], t[i : i + 1]) for i in range(3)])
+        torch.testing.assert_close(loss(g, t), per_image.mean())

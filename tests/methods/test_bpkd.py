@@ -169,3 +169,12 @@ def test_finite_for_extreme_logits_and_bf16_autocast(scale: float) -> None:
 def test_bad_options_raise(options: dict) -> None:
     with pytest.raises(KdbenchError, match="bpkd"):
         BPKD(tap_info(), tap_info(), **options)
+
+
+def test_the_boundary_mask_is_per_image() -> None:
+    """Under data parallelism each rank's masks are those of the whole batch (nothing couples
+    images); only the terms' normalisers are per rank."""
+    _, _, label = case(6)
+    whole = boundary_mask(label, K, 3, 3)
+    halves = torch.cat([boundary_mask(label[i : i + 1], K, 3, 3) for i in range(2)])
+    assert torch.equal(whole, halves)

@@ -125,3 +125,11 @@ def test_finite_for_extreme_logits() -> None:
     loss = maskd_loss(zs, zt.float() * 1e4, tokens.float())
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(zs.grad).all()
+
+
+def test_the_student_loss_is_the_mean_of_per_image_losses() -> None:
+    """Masks are per image: the batch's loss is the mean of the images' (data parallelism
+    couples nothing but the final mean)."""
+    zs, zt, tokens = case(6)
+    per_image = torch.stack([maskd_loss(zs[i : i + 1], zt[i : i + 1], tokens) for i in range(2)])
+    torch.testing.assert_close(maskd_loss(zs, zt, tokens), per_image.mean())
