@@ -34,6 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from kdbench.errors import KdbenchError
+from kdbench.method import Batch, Method, resize_like
+from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.registry import register_method
+from kdbench.search import LogUniform
+from kdbench.train.distributed import mean_over_ranks
+
 MIN_SIDE = 64
 """Smallest input side the discriminator accepts (:func:`discriminator_input`)."""
 
@@ -101,7 +108,105 @@ def hinge_discriminator_loss(d_teacher: Tensor, d_student: Tensor) -> Tensor:
     return F.relu(1.0 - d_teacher).mean() + F.relu(1.0 + d_student).mean()
 
 
+class AdamState(nn.Module):
+    """Adam (Kingma & Ba; ``torch.optim.Adam``'s update, no weight decay) whose moments and step
+    count are buffers, so the owning method's state dict, hence the run's checkpoint, holds the
+    optimiser state and a resumed run continues it exactly."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, betas: tuple[float, float],
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        for i, p in enumerate(params):
+            self.register_buffer(f"m{i}", torch.zeros_like(p))
+            self.register_buffer(f"v{i}", torch.zeros_like(p))
+
+    @torch.no_grad()
+    def step(self, params: list[nn.Parameter], grads: list[Tensor]) -> None:
+        """p ← p − lr·m̂/(√v̂ + eps), m and v the bias-corrected moving moments of the grads."""
+        self.steps += 1
+        b1, b2 = self.betas
+        t = int(self.steps)
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            m, v = getattr(self, f"m{i}"), getattr(self, f"v{i}")
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2**t)).sqrt_().add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**t))
+
+
+@register_method("adv", "Liu et al. 2019 / CIRKD: hinge GAN term, discriminator on the logits")
+class Adv(Method):
+    """The adversarial term: the student's ``adv`` loss in the forward; D's own Adam step in
+    :meth:`before_optimizer_step`, once per student step.
+
+    D's parameters never require gradients outside its own step, so the run's optimizer (built
+    from the parameters that require them) never holds them and the student's loss still sends
+    gradients through D to the student's logits. D's step differentiates only D's hinge loss on
+    the detached logits of the last forward (``torch.autograd.grad``: no ``.grad`` is touched),
+    averages the gradients over the ranks (as CIRKD's DistributedDataParallel D does) and
+    applies :class:`AdamState`. Not counted in the run's FLOPs: D's own step (its forward on
+    the student's logits is). ``form: official`` (SKD's WGAN-GP) is not implemented.
+    """
+
+    taps = ("logits",)
+    search_space = {"weight": LogUniform(1e-4, 1e-2)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): the student term's weight."""
+
+    def __init__(
+        self,
+        student: TapInfo,
+        teacher: TapInfo | None,
+        *,
+        weight: float = 0.001,
+        d_weight: float = 0.1,
+        lr: float = 4e-4,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+    ) -> None:
+        super().__init__(student, teacher)
+        for key, value in (("lr", lr), ("d_weight", d_weight)):
+            if not value > 0:
+                raise KdbenchError(f"method 'adv': option {key!r} must be > 0, got {value!r}")
+        for key, value in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= value < 1:
+                raise KdbenchError(f"method 'adv': option {key!r} must be in [0, 1), got {value!r}")
+        self.weight, self.d_weight = weight, d_weight
+        self.discriminator = Discriminator(student.num_classes).requires_grad_(False)
+        self.optimizer = AdamState(list(self.discriminator.parameters()), lr, (beta1, beta2))
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
+        assert teacher is not None
+        zs = student.logits
+        zt = resize_like(teacher.logits, zs).to(zs.dtype)
+        self._last = (zs.detach(), zt.detach())
+        score = self.discriminator(discriminator_input(zs))
+        return {"adv": self.weight * hinge_generator_loss(score)}
+
+    def before_optimizer_step(self) -> None:
+        """One Adam step of D on λ_d·hinge(D(z^T), D(z^S.detach())) of the last forward."""
+        if self._last is None:
+            return
+        zs, zt = self._last
+        self._last = None
+        params = list(self.discriminator.parameters())
+        self.discriminator.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                real = self.discriminator(discriminator_input(zt))
+                fake = self.discriminator(discriminator_input(zs))
+                loss = self.d_weight * hinge_discriminator_loss(real, fake)
+                grads = torch.autograd.grad(loss, params)
+        finally:
+            self.discriminator.requires_grad_(False)
+        self.optimizer.step(params, [mean_over_ranks(g) for g in grads])
+
+
 __all__ = [
+    "AdamState",
+    "Adv",
     "Discriminator",
     "SelfAttention",
     "discriminator_input",

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from kdbench.method import Batch, build_method
+from kdbench.models.outputs import Outputs, TapInfo
 from methods.adv import (
+    AdamState,
+    Adv,
     Discriminator,
     SelfAttention,
     discriminator_input,
@@ -85,3 +91,67 @@ def test_generator_gradient_reaches_the_student_only_through_its_logits() -> Non
     loss = hinge_discriminator_loss(d(discriminator_input(zt)), d(discriminator_input(zs.detach())))
     loss.backward()
     assert all(p.grad is not None for p in d.parameters() if p.requires_grad)
+
+
+def test_adam_state_matches_torch_adam() -> None:
+    torch.manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(5))]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    state = AdamState(params, 4e-4, (0.9, 0.99))
+    reference = torch.optim.Adam(twins, lr=4e-4, betas=(0.9, 0.99))
+    for step in range(5):
+        grads = [torch.randn_like(p) * (step + 1) for p in params]
+        state.step(params, grads)
+        for twin, g in zip(twins, grads, strict=True):
+            twin.grad = g.clone()
+        reference.step()
+    for p, twin in zip(params, twins, strict=True):
+        torch.testing.assert_close(p.detach(), twin.detach())
+    assert int(state.steps) == 5 and "m0" in state.state_dict()
+
+
+STUDENT = TapInfo((8,), (8,), 8, 5, 4)
+
+
+def adv_case(seed: int) -> tuple[Outputs, Outputs, Batch]:
+    g = torch.Generator().manual_seed(seed)
+    zs = torch.randn(2, 5, 8, 16, generator=g, requires_grad=True)
+    zt = torch.randn(2, 5, 8, 16, generator=g)
+    label = torch.zeros(2, 32, 64, dtype=torch.long)
+    batch = Batch(torch.zeros(2, 3, 32, 64), torch.zeros(2, 1, 32, 64), label)
+    return Outputs(zs, (), zs), Outputs(zt, (), zt), batch
+
+
+def test_the_student_term_trains_the_student_and_never_d() -> None:
+    torch.manual_seed(4)
+    method = build_method([("adv", {})], STUDENT, STUDENT)
+    student, teacher, batch = adv_case(5)
+    out = method(student, teacher, batch)
+    assert set(out) == {"adv"} and method.extra_parameters() == 0
+    assert not any(p.requires_grad for p in method.parameters())  # the run's optimizer skips D
+    out["adv"].backward()
+    assert student.logits.grad is not None and student.logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in method.parameters())
+
+
+def test_the_hook_takes_one_adam_step_of_d_on_its_hinge_loss() -> None:
+    torch.manual_seed(6)
+    method = Adv(STUDENT, STUDENT, d_weight=0.5)
+    twin = copy.deepcopy(method.discriminator).requires_grad_(True)
+    reference = torch.optim.Adam(twin.parameters(), lr=4e-4, betas=(0.9, 0.99))
+    student, teacher, batch = adv_case(7)
+    method(student, teacher, batch)
+    twin(discriminator_input(student.logits.detach()))  # the same BatchNorm and power-iteration
+    method.before_optimizer_step()
+    loss = 0.5 * hinge_discriminator_loss(twin(discriminator_input(teacher.logits)),
+                                          twin(discriminator_input(student.logits.detach())))
+    loss.backward()
+    reference.step()
+    for (name, p), q in zip(method.discriminator.named_parameters(), twin.parameters(),
+                            strict=True):
+        torch.testing.assert_close(p, q.detach(), msg=name)
+    assert not any(p.requires_grad for p in method.discriminator.parameters())
+    before = [p.clone() for p in method.discriminator.parameters()]
+    method.before_optimizer_step()  # no forward since the last step: nothing to do
+    assert all(torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters(),
+                                                 strict=True))

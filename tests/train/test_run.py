@@ -72,7 +72,7 @@ def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results)
     assert [h["loss"] for h in curves[0]] == [h["loss"] for h in curves[1]]
 
 
-@pytest.mark.parametrize("name", ["kd", "dwld"])  # dwld: statistics in the checkpointed window
+@pytest.mark.parametrize("name", ["kd", "dwld", "adv"])  # dwld: statistics; adv: D's own Adam
 def test_a_resumed_run_equals_the_uninterrupted_one(
     tmp_path: Path, teacher_results, name: str  # noqa: ANN001
 ) -> None:
