@@ -9,6 +9,7 @@ import torch
 
 from kdbench.method import Batch, build_method
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm
 from methods.adv import (
     AdamState,
     Adv,
@@ -155,3 +156,14 @@ def test_the_hook_takes_one_adam_step_of_d_on_its_hinge_loss() -> None:
     method.before_optimizer_step()  # no forward since the last step: nothing to do
     assert all(torch.equal(a, b) for a, b in zip(before, method.discriminator.parameters(),
                                                  strict=True))
+
+
+def test_synchronised_batch_norm_keeps_d_out_of_the_runs_optimizer() -> None:
+    """The run converts a method's batch norm for data parallelism: D's stays frozen."""
+    method = convert_sync_batchnorm(Adv(STUDENT, STUDENT))
+    assert isinstance(method.discriminator[0], SyncBatchNorm)
+    assert not any(p.requires_grad for p in method.parameters())
+    student, teacher, batch = adv_case(8)
+    method(student, teacher, batch)
+    method.before_optimizer_step()
+    assert int(method.optimizer.steps) == 1
