@@ -143,11 +143,11 @@ class Adv(Method):
 
     D's parameters never require gradients outside its own step, so the run's optimizer (built
     from the parameters that require them) never holds them and the student's loss still sends
-    gradients through D to the student's logits. D's step differentiates only D's hinge loss on
-    the detached logits of the last forward (``torch.autograd.grad``: no ``.grad`` is touched),
-    averages the gradients over the ranks (as CIRKD's DistributedDataParallel D does) and
-    applies :class:`AdamState`. Not counted in the run's FLOPs: D's own step (its forward on
-    the student's logits is). ``form: official`` (SKD's WGAN-GP) is not implemented.
+    gradients through D to the student's logits. D's step back-propagates only D's hinge loss on
+    the detached logits of the last forward into D's parameters (their ``.grad`` is cleared
+    again at once), averages the gradients over the ranks (as CIRKD's DistributedDataParallel D
+    does) and applies :class:`AdamState`. The run's FLOP count includes the step (it calls
+    the hook). ``form: official`` (SKD's WGAN-GP) is not implemented.
     """
 
     taps = ("logits",)
@@ -197,11 +197,13 @@ class Adv(Method):
             with torch.enable_grad():
                 real = self.discriminator(discriminator_input(zt))
                 fake = self.discriminator(discriminator_input(zs))
-                loss = self.d_weight * hinge_discriminator_loss(real, fake)
-                grads = torch.autograd.grad(loss, params)
+                (self.d_weight * hinge_discriminator_loss(real, fake)).backward(inputs=params)
+            grads = [mean_over_ranks(p.grad) for p in params]
         finally:
+            for p in params:
+                p.grad = None
             self.discriminator.requires_grad_(False)
-        self.optimizer.step(params, [mean_over_ranks(g) for g in grads])
+        self.optimizer.step(params, grads)
 
 
 __all__ = [
