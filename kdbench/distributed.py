@@ -200,7 +200,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     CPU. Outside training or in a single process it is ``F.batch_norm``.
 
     Its parameter and buffer names are those of the layer it replaces, so checkpoints and a
-    teacher's weights load into either.
+    teacher's weights load into either; so does each parameter's ``requires_grad``.
     """
 
     def __init__(self, source: nn.modules.batchnorm._BatchNorm) -> None:
@@ -212,6 +212,8 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             source.track_running_stats,
         )
         self.load_state_dict(source.state_dict())
+        for mine, theirs in zip(self.parameters(), source.parameters(), strict=True):
+            mine.requires_grad_(theirs.requires_grad)  # a frozen layer stays frozen (adv's D)
         self.drop: nn.Module = getattr(source, "drop", None) or nn.Identity()
         self.act: nn.Module = getattr(source, "act", None) or nn.Identity()
         self.to(next(source.buffers(), torch.empty(0)).device)

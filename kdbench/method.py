@@ -184,6 +184,24 @@ class Method(nn.Module):
     ) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def statistics(self) -> dict[str, Tensor]:
+        """Detached 0-d tensors describing the last forward (e.g. DWLD's weight statistics).
+
+        The training loop logs them in the run's history beside the losses (averaged over each
+        logging interval, under ``"statistics"``); they never enter the loss. They stay on the
+        device (no host synchronisation per step). The default is none.
+        """
+        return {}
+
+    def before_optimizer_step(self) -> None:
+        """Called by the training loop once per step after the backward pass and before the
+        optimizer steps: gradients are complete, unscaled (under a float16 gradient scaler) and
+        synchronised across ranks. For actions around the optimiser step on the method's own
+        parameters (e.g. Af-DCD's gradient clipping of its connectors); whatever state such an
+        action keeps must live in the module's parameters or buffers, so the run's checkpoint
+        holds it. The default does nothing.
+        """
+
     def extra_parameters(self) -> int:
         """Number of trainable parameters the method adds to the student's."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -236,6 +254,19 @@ class MethodSet(Method):
             for name, value in method(student, teacher, batch).items():
                 out[f"{key}/{name}" if len(self.terms) > 1 else name] = value
         return out
+
+    def before_optimizer_step(self) -> None:
+        """Every term's :meth:`Method.before_optimizer_step`, in order."""
+        for method in self.terms.values():
+            method.before_optimizer_step()
+
+    def statistics(self) -> dict[str, Tensor]:
+        """Every term's statistics, prefixed by the method name as the loss terms are."""
+        return {
+            f"{key}/{name}" if len(self.terms) > 1 else name: value
+            for key, method in self.terms.items()
+            for name, value in method.statistics().items()
+        }
 
 
 def build_method(

@@ -96,5 +96,14 @@ class LIX(Method):
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         return {**self.dwld(student, teacher, batch), **self.arfd(student, teacher, batch)}
 
+    def statistics(self) -> dict[str, Tensor]:
+        """DWLD's weight statistics of the last forward (ARFD has none)."""
+        return {**self.dwld.statistics(), **self.arfd.statistics()}
+
+    def before_optimizer_step(self) -> None:
+        """Each half's hook, as a method set would call it."""
+        self.dwld.before_optimizer_step()
+        self.arfd.before_optimizer_step()
+
 
 __all__ = ["LIX"]

@@ -9,7 +9,9 @@ run on its first batch, in three parts:
   output, as the trainer then never runs it);
 - ``student``: the student's forward and backward pass with the task loss (cross-entropy);
 - ``loss``: the distillation terms' forward and backward pass, learnable parts included
-  (connectors, projectors, the LIX weight controller): the terms are computed on detached
+  (connectors, projectors, the LIX weight controller), and what the method does around the
+  optimiser step (:meth:`~kdbench.method.Method.before_optimizer_step`: adv's discriminator
+  forward, backward and update): the terms are computed on detached
   copies of the student's outputs, their gradients flow into those copies and the method's
   parameters, and the student's backward pass then receives those gradients together with the
   task loss's, so no FLOP is counted twice or in the wrong part.
@@ -137,6 +139,7 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
             terms = method(leaves, teacher_out, batch)
             if terms:
                 torch.stack([v.float() for v in terms.values()]).sum().backward()
+            method.before_optimizer_step()  # e.g. adv's discriminator step
 
         _, loss_flops = _counted(distil)
 

@@ -21,7 +21,7 @@ from kdbench.config import RunSpec
 from kdbench.train.context import Stopped, stop_requested
 from kdbench.train.distributed import agreed_stop, current, mean_over_ranks, writer_first
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
-from kdbench.train.precision import PendingSteps
+from kdbench.train.precision import STATISTICS, PendingSteps
 from kdbench.train.state import TrainState, save
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
@@ -159,10 +159,13 @@ def _log(run: Fit, lr: float, since: tuple[float, int]) -> None:
 def log_entry(
     window: list[dict[str, float]], step: int, epoch: float, lr: float
 ) -> dict[str, Any]:
-    """One history entry: the losses averaged over the steps since the last entry."""
+    """One history entry: the losses, and the method's statistics if it has any, averaged over
+    the steps since the last entry."""
     mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
     loss = mean.pop("loss")
-    return {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+    stats = {k[len(STATISTICS) :]: mean.pop(k) for k in list(mean) if k.startswith(STATISTICS)}
+    entry = {"step": step, "epoch": epoch, "lr": lr, "loss": loss, "losses": mean}
+    return {**entry, "statistics": stats} if stats else entry
 
 
 def _evaluate_during(run: Fit) -> None:

@@ -108,7 +108,8 @@ def train_step(
     """One optimisation step: augment, forward, CE + distillation terms, backward, update.
 
     Makes no host synchronisation (the fp16 gradient scaler's own overflow check aside): the
-    loss values and the gradients' finiteness are returned on the device, for
+    loss values, the method's statistics (:meth:`~kdbench.method.Method.statistics`) and the
+    gradients' finiteness are returned on the device, for
     :class:`~kdbench.train.precision.PendingSteps` to read and check at the next logging
     interval (under ``fp16``, a step with overflowing gradients is one the scaler skipped).
     """
@@ -131,6 +132,7 @@ def train_step(
             )
             terms["aux"] = models.aux_weight * cross_entropy(aux.float(), label)
         terms.update(models.method(out, teacher_out, batch))
+        statistics = unwrapped(models.method).statistics()
         loss = sum(v.float() for v in terms.values())
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -140,9 +142,12 @@ def train_step(
     named += [(f"method.{n}", p) for n, p in models.method.named_parameters()]
     named = [(n, p) for n, p in named if p.grad is not None]
     bad_gradient = first_nonfinite([p.grad for _, p in named]).to(loss.device)
+    unwrapped(models.method).before_optimizer_step()  # e.g. clipping the method's gradients
     scaler.step(optimizer)
     scaler.update()
-    values = torch.stack([v.detach().float() for v in (loss, *terms.values())])
+    reported = (loss, *terms.values(), *statistics.values())
+    values = torch.stack([v.detach().float().reshape(()) for v in reported])
     return StepValues(
-        step, tuple(terms), torch.cat([values, bad_gradient[None]]), [n for n, _ in named]
+        step, tuple(terms), torch.cat([values, bad_gradient[None]]), [n for n, _ in named],
+        tuple(statistics),
     )

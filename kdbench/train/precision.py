@@ -66,18 +66,25 @@ def first_nonfinite(tensors: Sequence[Tensor]) -> Tensor:
     return torch.where(bad.any(), first, torch.full_like(first, -1.0))
 
 
+STATISTICS = "statistics/"
+"""Key prefix of a method's statistics among a step's read values: reported, never checked or
+part of the loss."""
+
+
 @dataclass(frozen=True)
 class StepValues:
     """What one training step reports, still on the device.
 
-    ``values`` (T + 2,) float32: the total loss, the T terms ``names`` in order, and the index
-    into ``parameters`` of the first parameter with a non-finite gradient (−1: none;
-    :func:`first_nonfinite`)."""
+    ``values`` (T + S + 2,) float32: the total loss, the T terms ``names`` in order, the S
+    method ``statistics``, and the index into ``parameters`` of the first parameter with a
+    non-finite gradient (−1: none; :func:`first_nonfinite`)."""
 
     step: int
     names: tuple[str, ...]
     values: Tensor
     parameters: Sequence[str]
+    statistics: tuple[str, ...] = ()
+    """Names of the method's statistics, whose values follow the terms in ``values``."""
 
 
 @dataclass
@@ -85,7 +92,7 @@ class Read:
     """The host copy of the steps read by :meth:`PendingSteps.read`."""
 
     losses: list[dict[str, float]] = field(default_factory=list)
-    """Per step: ``{"loss": total, term: value, ...}``."""
+    """Per step: ``{"loss": total, term: value, ..., "statistics/<name>": value, ...}``."""
     skipped: int = 0
     """Steps whose non-finite fp16 gradients made the scaler skip the update."""
 
@@ -118,8 +125,11 @@ class PendingSteps:
         rows = reduce(torch.stack([s.values for s in steps])).tolist()
         read = Read()
         for step, row in zip(steps, rows, strict=True):
-            losses = dict(zip(("loss", *step.names), row[:-1], strict=True))
+            terms = len(step.names) + 1
+            losses = dict(zip(("loss", *step.names), row[:terms], strict=True))
             _check_terms(losses, step.step)
+            names = (STATISTICS + k for k in step.statistics)
+            losses.update(zip(names, row[terms:-1], strict=True))
             bad = int(row[-1])
             if bad >= 0 and self.fp16:
                 read.skipped += 1
@@ -151,6 +161,7 @@ __all__ = [
     "NonFiniteError",
     "PendingSteps",
     "Read",
+    "STATISTICS",
     "StepValues",
     "autocast",
     "check_weights",

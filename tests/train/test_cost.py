@@ -116,3 +116,21 @@ def test_median_step_time_skips_each_sessions_warm_up() -> None:
     kept = times[1:12] + times[13:]
     assert median_step_seconds(times, [12]) == pytest.approx(sorted(kept)[len(kept) // 2])
     assert median_step_seconds([], []) is None
+
+
+def test_the_adversarial_terms_discriminator_step_is_counted() -> None:
+    """adv's loss part: D's forward and backward on the student's logits (to the logits) plus
+    its own step: forward on the teacher's and the student's logits and backward to its
+    weights; against D alone counted the same way."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from methods.adv import discriminator_input
+
+    models = tiny_models("adv")
+    flops = count_step_flops(models, batch(), 10)
+    d = models.method.terms["adv"].discriminator
+    logits = torch.randn(N, K, H // 4, W // 4, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        d(discriminator_input(logits)).mean().backward()
+    one_pass = counter.get_total_flops()  # forward + backward to the input (D is frozen)
+    assert flops.loss > 1.5 * one_pass  # the step's two forwards and weight gradients on top

@@ -68,9 +68,14 @@ def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results)
 
 
 @pytest.mark.slow
-def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, teacher_results) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("name", ["kd", "dwld", "adv"])  # dwld: statistics; adv: D's own Adam
+def test_a_resumed_run_equals_the_uninterrupted_one(
+    tmp_path: Path, teacher_results, name: str  # noqa: ANN001
+) -> None:
     results, suite = teacher_results
     kd = next(s for s in suite.students if s.method == "kd")
+    if name != "kd":
+        kd = RunSpec(**{**kd.__dict__, "method": name, "method_terms": ((name, {}),)})
     reference = train_run(kd, results)
     other = tmp_path / "resumed"
     (other / "runs").mkdir(parents=True)
@@ -124,8 +129,14 @@ def test_every_method_trains_end_to_end(name: str, teacher_results) -> None:  # 
                       "train": {**kd.train, "steps": 3, "checkpoint_every": 100}})
     record = train_run(spec, results)
     assert record["status"] == "complete", record.get("traceback")
-    losses = RunStore(results).history(spec.id)[-1]["losses"]
+    last = RunStore(results).history(spec.id)[-1]
+    losses = last["losses"]
     assert "ce" in losses and len(losses) >= 2
+    if name in ("dwld", "lix"):  # the controller's weight statistics reach the history
+        assert last["statistics"]["w_t_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert {"w_n_max", "w_t_spearman"} <= set(last["statistics"])
+    else:
+        assert "statistics" not in last
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert record["extra_params"] >= 0 and record["metrics"]["miou"] is not None
     cost = record["cost"]

@@ -210,11 +210,17 @@ def class_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(IOU_PREFIX)]
 
 
+STAT_PREFIX = "stat."
+"""Column prefix of a method's logged statistics in :func:`histories` (e.g. DWLD's weights)."""
+
+
 def histories(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The training-loss curves of the records: one row per logged step.
 
     Columns: ``id``, ``kind``, ``suite``, ``dataset``, ``student``, ``method``, ``seed``,
-    ``step``, ``loss`` (the total training loss logged at that step). Evaluation entries of the
+    ``step``, ``loss`` (the total training loss logged at that step), then one
+    ``stat.<name>`` column per statistic a method logged (``entry["statistics"]``, e.g.
+    ``stat.w_t_spearman`` of DWLD; NaN where a run has none). Evaluation entries of the
     history (``{"step", "eval"}``) are skipped.
     """
     rows = []
@@ -223,18 +229,21 @@ def histories(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         for entry in record.get("history") or ():
             if "loss" not in entry or "step" not in entry:
                 continue
+            stats = entry.get("statistics") or {}
             rows.append(
-                (
-                    record["id"],
-                    record.get("kind"),
-                    record.get("suite"),
-                    axes.get("dataset"),
-                    axes.get("student"),
-                    axes.get("method"),
-                    axes.get("seed"),
-                    int(entry["step"]),
-                    _number(entry["loss"]),
-                )
+                {
+                    "id": record["id"],
+                    "kind": record.get("kind"),
+                    "suite": record.get("suite"),
+                    "dataset": axes.get("dataset"),
+                    "student": axes.get("student"),
+                    "method": axes.get("method"),
+                    "seed": axes.get("seed"),
+                    "step": int(entry["step"]),
+                    "loss": _number(entry["loss"]),
+                    **{STAT_PREFIX + k: _number(v) for k, v in stats.items()},
+                }
             )
     columns = ["id", "kind", "suite", "dataset", "student", "method", "seed", "step", "loss"]
-    return pd.DataFrame(rows, columns=columns)
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    return pd.DataFrame(rows, columns=columns + extra)

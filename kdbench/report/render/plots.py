@@ -14,7 +14,7 @@ import pandas as pd
 
 from kdbench.report.cells.summary import Ranks, cliques
 from kdbench.report.cells.tables import Table
-from kdbench.report.records.frame import BASELINE, TEACHER
+from kdbench.report.records.frame import BASELINE, STAT_PREFIX, TEACHER
 from kdbench.report.words.text import ROW_LABELS
 
 
@@ -91,10 +91,16 @@ def cd_diagram(ranks: Ranks, stem: Path, title: str) -> list[Path]:
 def training_curves(history: pd.DataFrame, path: Path, title: str) -> list[Path]:
     """Training loss against step, one line per method (mean over seeds, band = min..max).
 
-    ``history``: rows of :func:`kdbench.report.records.frame.histories` for one context.
+    ``history``: rows of :func:`kdbench.report.records.frame.histories` for one context. When
+    some run logged Spearman correlations of its per-pixel weights with its per-pixel loss
+    (DWLD's ``w_t_spearman``, ``w_n_spearman``), a second panel plots them against step.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ranked = [c for c in history.columns
+              if c.startswith(STAT_PREFIX) and c.endswith("_spearman") and history[c].notna().any()]
+    fig, axes = plt.subplots(1, 2 if ranked else 1, figsize=(11.0 if ranked else 6.4, 4.0),
+                             squeeze=False)
+    ax = axes[0, 0]
     for method in sorted(history["method"].unique(), key=_order):
         runs = history[history["method"] == method]
         curve = runs.groupby("step")["loss"].agg(["mean", "min", "max"])
@@ -108,10 +114,30 @@ def training_curves(history: pd.DataFrame, path: Path, title: str) -> list[Path]
         ax.set_yscale("log")
     ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=8)
+    if ranked:
+        _weight_correlations(axes[0, 1], history, ranked)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return [path]
+
+
+def _weight_correlations(ax: Any, history: pd.DataFrame, columns: list[str]) -> None:
+    """Mean over seeds of each ``stat.*_spearman`` column against step, one line per method
+    and column (e.g. ``lix w_t_spearman``)."""
+    for method in sorted(history["method"].unique(), key=_order):
+        runs = history[history["method"] == method]
+        for column in columns:
+            curve = runs.groupby("step")[column].mean().dropna()
+            if not curve.empty:
+                name = column[len(STAT_PREFIX):]
+                ax.plot(curve.index, curve.values,
+                        label=_plain(f"{ROW_LABELS.get(method, method)} {name}"))
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("Spearman(weight, per-pixel loss)")
+    ax.set_title("per-pixel weights vs per-pixel loss", fontsize=10)
+    ax.legend(fontsize=7)
 
 
 def class_bars(table: Table, path: Path) -> list[Path]:
