@@ -267,6 +267,35 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """``export`` and ``figure``: what reads a run's saved weights."""
+    exp = sub.add_parser("export", help="write a trained student's weights, config and ONNX graph",
+                         description="Export a complete student run for deployment: "
+                         "model.safetensors, config.json and model.onnx in --out "
+                         "(load with kdbench.load_student(DIR)).")
+    exp.add_argument("results", help="results folder holding the run's record")
+    exp.add_argument("run_id", help="the student run's id (12 hex digits)")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--no-onnx", action="store_true", help="skip the ONNX graph")
+    exp.set_defaults(func=cmd_export)
+    fig = sub.add_parser("figure", help="the qualitative figure: inputs, labels, predictions",
+                         description="Rows are evaluation images; columns RGB, X, ground truth, "
+                         "teacher, baseline and each method's prediction (one seed), in the "
+                         "data set's palette. By default the images where the methods differ "
+                         "most.")
+    fig.add_argument("results", help="results folder")
+    fig.add_argument("--out", required=True, help="output file, .png or .pdf")
+    fig.add_argument("--suite", help="only the runs of this suite (its one data set and student)")
+    pick = fig.add_mutually_exclusive_group()
+    pick.add_argument("--images", type=int, default=4, metavar="K",
+                      help="the K images where the methods disagree most (default 4)")
+    pick.add_argument("--ids", type=int, nargs="+", metavar="I", help="evaluation image indices")
+    fig.add_argument("--methods", nargs="+", help="method columns in order (default: all)")
+    fig.add_argument("--seed", type=int, help="the seed shown (default: the first complete)")
+    fig.add_argument("--errors", action="store_true", help="add a row of error maps per image")
+    fig.set_defaults(func=cmd_figure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdbench",
@@ -331,31 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id", help="the run id (12 hex digits; see kdbench table --trace)")
     rep.add_argument("--out", help="output folder (default: RESULTS/reproduced)")
     rep.set_defaults(func=cmd_reproduce)
-    exp = sub.add_parser("export", help="write a trained student's weights, config and ONNX graph",
-                         description="Export a complete student run for deployment: "
-                         "model.safetensors, config.json and model.onnx in --out "
-                         "(load with kdbench.load_student(DIR)).")
-    exp.add_argument("results", help="results folder holding the run's record")
-    exp.add_argument("run_id", help="the student run's id (12 hex digits)")
-    exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--no-onnx", action="store_true", help="skip the ONNX graph")
-    exp.set_defaults(func=cmd_export)
-    fig = sub.add_parser("figure", help="the qualitative figure: inputs, labels, predictions",
-                         description="Rows are evaluation images; columns RGB, X, ground truth, "
-                         "teacher, baseline and each method's prediction (one seed), in the "
-                         "data set's palette. By default the images where the methods differ "
-                         "most.")
-    fig.add_argument("results", help="results folder")
-    fig.add_argument("--out", required=True, help="output file, .png or .pdf")
-    fig.add_argument("--suite", help="only the runs of this suite (its one data set and student)")
-    pick = fig.add_mutually_exclusive_group()
-    pick.add_argument("--images", type=int, default=4, metavar="K",
-                      help="the K images where the methods disagree most (default 4)")
-    pick.add_argument("--ids", type=int, nargs="+", metavar="I", help="evaluation image indices")
-    fig.add_argument("--methods", nargs="+", help="method columns in order (default: all)")
-    fig.add_argument("--seed", type=int, help="the seed shown (default: the first complete)")
-    fig.add_argument("--errors", action="store_true", help="add a row of error maps per image")
-    fig.set_defaults(func=cmd_figure)
+    _add_model_commands(sub)
     from kdbench.report.commands import add_commands
 
     add_commands(sub)

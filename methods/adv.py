@@ -39,7 +39,7 @@ from kdbench.method import Batch, Method, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
-from kdbench.train.distributed import mean_over_ranks
+from kdbench.distributed import mean_over_ranks
 
 MIN_SIDE = 64
 """Smallest input side the discriminator accepts (:func:`discriminator_input`)."""
@@ -127,13 +127,13 @@ class AdamState(nn.Module):
         """p ← p − lr·m̂/(√v̂ + eps), m and v the bias-corrected moving moments of the grads."""
         self.steps += 1
         b1, b2 = self.betas
-        t = int(self.steps)
+        t = self.steps.double()  # stays on the device: no host read per step
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             m, v = getattr(self, f"m{i}"), getattr(self, f"v{i}")
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v / (1 - b2**t)).sqrt_().add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**t))
+            denom = (v / (1 - b2**t).to(v.dtype)).sqrt_().add_(self.eps)
+            p.sub_(self.lr * (m / (1 - b1**t).to(m.dtype)) / denom)
 
 
 @register_method("adv", "Liu et al. 2019 / CIRKD: hinge GAN term, discriminator on the logits")

@@ -18,7 +18,7 @@ from tests.report.test_layers import _cycles, imported
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kdbench", "errors", "options", "schema", "search", "registry", "provenance", "cpus",
      "resources"),
-    ("data", "models", "connectors", "method"),
+    ("data", "models", "connectors", "method", "distributed"),
     ("methods",),
     ("results",),
     ("config", "suite_cache"),
