@@ -66,6 +66,15 @@ def _size(value: Any) -> str | None:
     return None if ok else "expected [height, width], positive integers, or null"
 
 
+def _scales(value: Any) -> str | None:
+    ok = value is None or (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    return None if ok else "expected a non-empty list of positive numbers, or null"
+
+
 def _fraction(value: Any) -> str | None:
     return None if 0 <= value < 1 else "expected a value in [0, 1)"
 
@@ -142,10 +151,18 @@ EVAL_SCHEMA: dict[str, Field] = {
     "window": Field((list, type(None)), None, check=_size),
     "stride": Field((list, type(None)), None, check=_size),
     "batch_size": Field((int, type(None)), None, check=positive),
+    "scales": Field((list, type(None)), None, check=_scales),
+    "flip": Field((bool,), False),
 }
 """The evaluation protocol (kdbench.train.evaluation): labels at native resolution, the network
 input resized to ``size`` or by ``scale`` (neither: as loaded), ``whole`` or ``slide``
-inference; ``batch_size`` null = the training batch size."""
+inference; ``batch_size`` null = the training batch size. ``scales`` (e.g. [0.5, 0.75, 1.0, 1.25,
+1.5, 1.75]) and ``flip``: multi-scale / flip evaluation, the softmax averaged over the views;
+at their defaults (null or [1.0], false) they are left out of the resolved spec, so that
+single-scale runs keep their ids (:data:`EVAL_VIEW_DEFAULTS`)."""
+
+EVAL_VIEW_DEFAULTS: dict[str, tuple[Any, ...]] = {"scales": (None, [1.0]), "flip": (False,)}
+"""Values of the view keys that mean single-scale, unflipped evaluation."""
 
 TEACHER_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), "intermediate"),
@@ -562,6 +579,14 @@ def _head(value: Any, key: str, where: str) -> dict[str, Any]:
     return {"name": name, "options": canonical({**defaults, **common, **own})}
 
 
+def _resolved_eval(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The protocol with ``scales`` as floats, less the view keys at their defaults."""
+    out = dict(protocol)
+    if out["scales"] is not None:
+        out["scales"] = [float(s) for s in out["scales"]]
+    return {k: v for k, v in out.items() if v not in EVAL_VIEW_DEFAULTS.get(k, ())}
+
+
 def _check_eval(protocol: dict[str, Any], where: str) -> None:
     if protocol["size"] is not None and protocol["scale"] is not None:
         raise KdbenchError(f"{where}: eval: give size or scale, not both")
@@ -722,7 +747,7 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
         "suite": settings["name"],
         "device": settings["device"],
         "plugins": plugins,
-        "eval": settings["eval"],
+        "eval": _resolved_eval(settings["eval"]),
     }
     codes = {label: _methods_code(terms) for label, terms in rows}
     for dataset, dataset_options in datasets:
