@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from kdbench.config import load_suite
+from kdbench.config import Suite, load_suite
 from kdbench.errors import KdbenchError
 from kdbench.train.evaluation import describe, evaluate, scores, slide_logits
 from tests.train.test_evaluation import CPU, Fixed, K, Sizes, by_hand, protocol
@@ -138,7 +138,7 @@ BASE = {
 }
 
 
-def suite(tmp_path: Path, data: dict) -> object:
+def suite(tmp_path: Path, data: dict) -> Suite:
     path = tmp_path / f"{data['name']}.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_suite(path)
@@ -198,3 +198,26 @@ def test_a_run_trains_and_scores_with_two_scales_and_flip(tmp_path: Path) -> Non
     valid = sum(int((labels[i]["label"] != 255).sum()) for i in range(len(labels)))
     assert record["metrics"]["pixels"] == valid
     assert 0.0 <= record["metrics"]["miou"] <= 100.0
+
+
+def test_a_table_never_merges_single_and_multi_scale_runs_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdbench.cli import main
+    from tests.test_suite_results import fill
+
+    grid = {**BASE, "name": "scales", "seeds": [0], "methods": ["none", "kd"],
+            "train": {"steps": 4, "batch_size": 4}}
+    single, multi = tmp_path / "single.yaml", tmp_path / "multi.yaml"
+    single.write_text(yaml.safe_dump(grid))  # seed 0 single-scale, seed 1 multi-scale: one cell
+    views = {"seeds": [1], "eval": {"scales": [0.75, 1.0], "flip": True}}
+    multi.write_text(yaml.safe_dump({**grid, **views}))
+    results = tmp_path / "res"
+    fill(results, single, {"none": 60.0, "kd": 61.0})
+    fill(results, multi, {"none": 62.0, "kd": 63.0})
+    capsys.readouterr()
+    assert main(["table", str(results)]) == 0
+    assert "mixes runs of different resolved recipes" in capsys.readouterr().out
+    assert main(["table", str(results), "--suite", str(multi)]) == 0
+    alone = capsys.readouterr().out
+    assert "mixes runs" not in alone and "64.0" in alone and "61.0" not in alone
