@@ -23,8 +23,9 @@ beside single-scale): each view (s, f), f in {unflipped, flipped} when ``flip`` 
 {unflipped}, resizes the item input to (round(s·H_in), round(s·W_in)) as in step 1, flips it
 horizontally when f (rgb and x), takes its logits as in step 2 and flips them back; the
 prediction is argmax_k (1/V) Σ_views up(softmax_k(z_view)) with up the bilinear upsampling to the
-label's (H, W) and V the number of views, in float32. A single view (``scales`` null or [1.0],
-no flip) is step 3 itself: the argmax of the upsampled logits, exactly as single-scale.
+label's (H, W) and V the number of views, in float32. A single view (one scale, no flip) is
+scored as in step 3, by the argmax of its upsampled logits: the defaults (``scales`` null or
+[1.0], no flip) are the single-scale protocol exactly.
 
 Images of different sizes (KITTI's differ by a few pixels) are never stacked: a batch is split
 into runs of consecutive items of equal shapes. The metrics do not depend on how many DataLoader
@@ -138,8 +139,8 @@ def slide_logits(
 
 
 def predict(forward: Forward, rgb: Tensor, x: Tensor | None, protocol: dict[str, Any]) -> Tensor:
-    """Logits of an input already resized to the protocol's input size: the model's output
-    (whole) or (N, K, H_in, W_in) (slide)."""
+    """Logits of an input already resized (step 1): the model's output (whole) or (N, K, h, w)
+    at the input's size (slide)."""
     if protocol["mode"] == "slide":
         return slide_logits(forward, rgb, x, protocol["window"], protocol["stride"])
     return forward(rgb, x)
