@@ -35,6 +35,7 @@ from kdbench.config.validate import (
     named_options,
     plugins,
     resolve_dataset,
+    resolved_eval,
     seeds,
 )
 from kdbench.errors import KdbenchError
@@ -175,7 +176,8 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
     """Expand validated settings into teacher, trial and student run specs."""
     where = str(path)
     common = {"suite": settings["name"], "device": settings["device"],
-              "plugins": plugins(settings["plugins"], path), "eval": settings["eval"]}
+              "plugins": plugins(settings["plugins"], path),
+              "eval": resolved_eval(settings["eval"])}
     run_seeds = seeds(settings, where)
     roots: list[str] = []
     datasets = [

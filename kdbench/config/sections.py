@@ -50,6 +50,15 @@ def _size(value: Any) -> str | None:
     return None if ok else "expected [height, width], positive integers, or null"
 
 
+def _scales(value: Any) -> str | None:
+    ok = value is None or (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    return None if ok else "expected a non-empty list of positive numbers, or null"
+
+
 def _fraction(value: Any) -> str | None:
     return None if 0 <= value < 1 else "expected a value in [0, 1)"
 
@@ -114,10 +123,18 @@ EVAL_SCHEMA: dict[str, Field] = {
     "window": Field((list, type(None)), None, check=_size),
     "stride": Field((list, type(None)), None, check=_size),
     "batch_size": Field((int, type(None)), None, check=positive),
+    "scales": Field((list, type(None)), None, check=_scales),
+    "flip": Field((bool,), False),
 }
 """The evaluation protocol (kdbench.train.evaluation): labels at native resolution, the network
 input resized to ``size`` or by ``scale`` (neither: as loaded), ``whole`` or ``slide``
-inference; ``batch_size`` null = the training batch size."""
+inference; ``batch_size`` null = the training batch size. ``scales`` (e.g. [0.5, 0.75, 1.0, 1.25,
+1.5, 1.75]) and ``flip``: multi-scale / flip evaluation, the softmax averaged over the views;
+at their defaults (null or [1.0], false) they are left out of the resolved spec, so that
+single-scale runs keep their ids (:data:`EVAL_VIEW_DEFAULTS`)."""
+
+EVAL_VIEW_DEFAULTS: dict[str, tuple[Any, ...]] = {"scales": (None, [1.0]), "flip": (False,)}
+"""Values of the view keys that mean single-scale, unflipped evaluation."""
 
 TEACHER_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), "intermediate"),

@@ -18,6 +18,15 @@ native resolution (data sets never resize eval labels). For every image:
 3. z is upsampled once bilinearly to the label's (H, W), the prediction is argmax over classes, and
    the int64 confusion matrix over the split accumulates it (ignore label masked).
 
+Multi-scale and flip evaluation (``scales`` = [s_1, ..], ``flip``; as CMX and DFormer report
+beside single-scale): each view (s, f), f in {unflipped, flipped} when ``flip`` else
+{unflipped}, resizes the item input to (round(s·H_in), round(s·W_in)) as in step 1, flips it
+horizontally when f (rgb and x), takes its logits as in step 2 and flips them back; the
+prediction is argmax_k (1/V) Σ_views up(softmax_k(z_view)) with up the bilinear upsampling to the
+label's (H, W) and V the number of views, in float32. A single view (one scale, no flip) is
+scored as in step 3, by the argmax of its upsampled logits: the defaults (``scales`` null or
+[1.0], no flip) are the single-scale protocol exactly.
+
 Images of different sizes (KITTI's differ by a few pixels) are never stacked: a batch is split
 into runs of consecutive items of equal shapes. The metrics do not depend on how many DataLoader
 workers read the split, nor on how many processes train the run (each evaluates the images
@@ -54,7 +63,24 @@ def describe(protocol: dict[str, Any]) -> dict[str, Any]:
         out["input"] = "as loaded (the data set's size option, else native)"
     if protocol["mode"] == "slide":
         out["window"], out["stride"] = list(protocol["window"]), list(protocol["stride"])
+    out["scales"], out["flip"] = _scales(protocol), bool(protocol.get("flip", False))
     return out
+
+
+def _scales(protocol: dict[str, Any]) -> list[float]:
+    """The view scales (``scales`` null or absent: [1.0], single-scale)."""
+    return [float(s) for s in protocol.get("scales") or [1.0]]
+
+
+def views(protocol: dict[str, Any]) -> list[tuple[float, bool]]:
+    """The (scale, flipped) views of the protocol, every scale unflipped then flipped."""
+    flips = (False, True) if protocol.get("flip", False) else (False,)
+    return [(s, f) for s in _scales(protocol) for f in flips]
+
+
+def _rounded(size: Sequence[int], s: float) -> tuple[int, int]:
+    """(round(s·h), round(s·w)), halves up, at least 1."""
+    return max(1, math.floor(s * size[0] + 0.5)), max(1, math.floor(s * size[1] + 0.5))
 
 
 def input_size(shape: Sequence[int], protocol: dict[str, Any]) -> tuple[int, int]:
@@ -63,8 +89,7 @@ def input_size(shape: Sequence[int], protocol: dict[str, Any]) -> tuple[int, int
     if protocol["size"] is not None:
         return int(protocol["size"][0]), int(protocol["size"][1])
     if protocol["scale"] is not None:
-        s = float(protocol["scale"])
-        return max(1, math.floor(s * h + 0.5)), max(1, math.floor(s * w + 0.5))
+        return _rounded((h, w), float(protocol["scale"]))
     return h, w
 
 
@@ -114,11 +139,56 @@ def slide_logits(
 
 
 def predict(forward: Forward, rgb: Tensor, x: Tensor | None, protocol: dict[str, Any]) -> Tensor:
-    """Logits of an input already resized to the protocol's input size: the model's output
-    (whole) or (N, K, H_in, W_in) (slide)."""
+    """Logits of an input already resized (step 1): the model's output (whole) or (N, K, h, w)
+    at the input's size (slide)."""
     if protocol["mode"] == "slide":
         return slide_logits(forward, rgb, x, protocol["window"], protocol["stride"])
     return forward(rgb, x)
+
+
+def view_logits(
+    forward: Forward,
+    rgb: Tensor,
+    x: Tensor | None,
+    view: tuple[float, bool],
+    protocol: dict[str, Any],
+    device: torch.device,
+) -> Tensor:
+    """Logits of one view (s, flipped) of the batch rgb (N, 3, h, w), x (N, C_x, h, w) or None:
+    the inputs resized to (round(s·H_in), round(s·W_in)) for (H_in, W_in) the protocol's input
+    size (step 1), moved to ``device``, flipped horizontally when flipped, predicted (step 2),
+    the logits flipped back."""
+    scale, flipped = view
+    size = _rounded(input_size(rgb.shape[-2:], protocol), scale)
+    rgb, x = resize_input(rgb, x, size)
+    rgb = rgb.to(device, non_blocking=True)
+    x = None if x is None else x.to(device, non_blocking=True)
+    if flipped:
+        rgb, x = rgb.flip(-1), None if x is None else x.flip(-1)
+    z = predict(forward, rgb, x, protocol)
+    return z.flip(-1) if flipped else z
+
+
+def scores(
+    forward: Forward,
+    data: dict[str, Tensor],
+    uses_x: bool,
+    protocol: dict[str, Any],
+    device: torch.device,
+) -> Tensor:
+    """(N, K, H, W) float32 scores of the batch ``data`` at its label size (H, W), argmax over K
+    the prediction: one view, its upsampled logits (step 3); several, the mean over views of the
+    upsampled softmax (module docstring)."""
+    rgb, x = data["rgb"], data["x"] if uses_x else None
+    label_size = data["label"].shape[-2:]
+    all_views = views(protocol)
+    if len(all_views) == 1:
+        return _upsample(view_logits(forward, rgb, x, all_views[0], protocol, device), label_size)
+    total = torch.zeros((), device=device)
+    for view in all_views:
+        z = view_logits(forward, rgb, x, view, protocol, device)
+        total = total + _upsample(z.float().softmax(1), label_size)
+    return total / len(all_views)
 
 
 def same_shape_runs(items: list[dict[str, Tensor]]) -> Iterator[dict[str, Tensor]]:
@@ -153,8 +223,9 @@ def evaluate(
     """Metrics of ``model`` over the whole split under ``protocol`` (module docstring).
 
     ``protocol``: ``mode`` ("whole" | "slide"), ``size`` ([H, W] or None), ``scale`` (float or
-    None), ``window`` and ``stride`` ([h, w], slide only), ``batch_size``. ``autocast`` is a
-    factory of the forward's autocast context (None: full precision).
+    None), ``window`` and ``stride`` ([h, w], slide only), ``batch_size``, optionally ``scales``
+    (list of floats or None) and ``flip`` (bool). ``autocast`` is a factory of the forward's
+    autocast context (None: full precision).
     """
     was_training = model.training
     model.eval()
@@ -181,12 +252,8 @@ def evaluate(
     confusion = torch.zeros(k, k, dtype=torch.int64)
     for items in start(loader):
         for data in same_shape_runs(items):
-            size = input_size(data["rgb"].shape[-2:], protocol)
-            rgb, x = resize_input(data["rgb"], data["x"] if uses_x else None, size)
-            rgb = rgb.to(device, non_blocking=True)
-            x = None if x is None else x.to(device, non_blocking=True)
-            logits = _upsample(predict(forward, rgb, x, protocol), data["label"].shape[-2:])
-            confusion += confusion_matrix(logits.argmax(1).cpu(), data["label"], k)
+            score = scores(forward, data, uses_x, protocol, device)
+            confusion += confusion_matrix(score.argmax(1).cpu(), data["label"], k)
     model.train(was_training)
     if group.world > 1:  # every rank read its share of the split: the sum is the split's
         confusion = sum_over_ranks(confusion.to(device)).cpu()

@@ -19,8 +19,9 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
 - ``tuned``: the options a tuned run chose (``kd: tau=2.0, weight=1.1``), else None;
 - ``error``: the one-line error of a failed run (the reason, for a corrupt record), else None;
 - provenance: ``code`` (hash of the run's method sources), ``recipe`` (hash of its resolved
-  data set, model, method options and training recipe), so that a table can footnote a cell
-  that mixes runs of different code or recipes.
+  data set, model, method options, training recipe and evaluation protocol: single- and
+  multi-scale runs differ), so that a table can footnote a cell that mixes runs of different
+  code or recipes.
 
 A record file that cannot be read is a row with ``status == "corrupt"`` (see
 :func:`corrupt_row`); tables leave such rows out and say so in a footnote.
@@ -128,7 +129,7 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-RECIPE_KEYS = ("dataset", "dataset_options", "model", "method_terms", "train")
+RECIPE_KEYS = ("dataset", "dataset_options", "model", "method_terms", "train", "eval")
 """The parts of a run's config that make its recipe (seed, suite, teacher id excluded)."""
 
 
