@@ -53,6 +53,7 @@ from kdbench.train.loop import Models, lr_factor, to_device, train_step
 from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
 from kdbench.train.precision import autocast, check_weights, grad_scaler
+from kdbench.train.tracking import open_trackers
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -485,6 +486,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         method=data_parallel(models.method, device),
     )
     state.sessions.append({**session(), "step": state.step})
+    trackers = open_trackers(spec, store, state.history, ranks.writer)
     window = state.window
     session_start, session_step = time.perf_counter(), state.step
     while state.step < total:
@@ -504,6 +506,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         state.step = step = step + 1
         if step % cfg["log_every"] == 0 or step == total:
             state.history.append(_log_entry(window, step, step / per_epoch, lr))
+            trackers.log(state.history[-1])
             window.clear()
             if progress is not None:
                 per_step = (time.perf_counter() - session_start) / (step - session_step)
@@ -520,6 +523,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         if cfg["eval_every"] and step % cfg["eval_every"] == 0 and step < total:
             headline = _headline(evaluate_model())
             state.history.append({"step": step, "eval": headline})
+            trackers.log(state.history[-1])
             if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
                 state.best = {"step": step, **headline}
         reason = agreed_stop(stop_requested()) if step < total else None
@@ -535,6 +539,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
                         state.elapsed + time.perf_counter() - start,
                     )
         if reason:
+            trackers.close()
             raise Stopped(reason, step)
 
     check_weights(_weights(models), state.step)
@@ -545,7 +550,7 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         checkpoint.save(store.run_dir(spec.id) / "model.pt", {"model": models.model.state_dict()})
         write_json_atomic(store.history_path(spec.id), state.history)
         ckpt_path.unlink(missing_ok=True)
-    return {
+    result = {
         "metrics": metrics,
         "eval_protocol": describe_protocol(protocol),
         "best_val": state.best,
@@ -578,6 +583,8 @@ def _train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[st
         },
         **({"tuning": tuned} if tuned else {}),
     }
+    trackers.close(result)
+    return result
 
 
 def _weights(models: Models) -> list[tuple[str, torch.Tensor]]:
