@@ -12,7 +12,8 @@ trackers a run writes to. Each receives:
 
 Runs are grouped by suite: TensorBoard writes ``<results>/tensorboard/<suite>/<run id>``; W&B
 uses project = suite, group = method, run id = the kdbench run id, offline mode unless
-``WANDB_MODE`` is set, files under ``<results>/wandb``; MLflow uses experiment = suite, run name =
+``WANDB_MODE`` is set, files under ``<results>/wandb`` (one ``offline-run-*`` folder per session,
+which ``wandb sync`` uploads as one run); MLflow uses experiment = suite, run name =
 run id (found again by its ``kdbench_run_id`` tag), and the SQLite store
 ``sqlite:///<results>/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` names another server.
 
@@ -120,10 +121,10 @@ class WandB:
 
         if wandb.run is not None and wandb.run.id == run_id:  # a killed session's, same process
             wandb.run.finish()
-        (root / "wandb").mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=suite or "kdbench", group=method, id=run_id, name=run_id,
-            dir=str(root / "wandb"), config=config, resume="allow",
+            dir=str(root), config=config, resume="allow",
             mode=os.environ.get("WANDB_MODE", "offline"),
             settings=wandb.Settings(console="off", silent=True),
         )
