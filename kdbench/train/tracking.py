@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,7 +79,8 @@ def entry_scalars(entry: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _params(value: Any) -> str | int | float | bool:
+def _hparam(value: Any) -> str | int | float | bool:
+    """A hyper-parameter value as the trackers take it: lists and None as JSON text."""
     return value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
 
 
@@ -103,7 +105,7 @@ class TensorBoard:
         from torch.utils.tensorboard.summary import hparams
 
         self.scalars(step, final)
-        hp = {k: _params(v) for k, v in params.items()}
+        hp = {k: _hparam(v) for k, v in params.items()}
         for summary in hparams(hp, final):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
@@ -170,13 +172,11 @@ class MLflow:
     def _params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(_params(v))[:6000]) for k, v in params.items()]
+        items = [Param(k, str(_hparam(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's limit per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
