@@ -41,6 +41,15 @@ def _amp(value: Any) -> str | None:
     return None if amp_mode(value) in AMP_MODES else "expected off, fp16 or bf16"
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def _trackers(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(v in TRACKERS for v in value)
+    ok = ok and len(set(value)) == len(value)
+    return None if ok else f"expected a list of distinct trackers among {', '.join(TRACKERS)}"
+
+
 def _size(value: Any) -> str | None:
     ok = value is None or (
         isinstance(value, list)
@@ -105,10 +114,13 @@ TRAIN_SCHEMA: dict[str, Field] = {
     "eval_every": Field((int,), 0, check=non_negative),
     "checkpoint_every": Field((int,), 50, check=positive),
     "budget": Field((dict, list, type(None)), None, check=_budgets),
+    "log": Field((list,), [], check=_trackers),
 }
 """The training recipe; the same for every method of a suite (teachers may override it).
 ``crop`` null = the loaded size; ``workers`` null = one DataLoader worker per CPU the process may
 use, at most 8 (the metrics do not depend on it, and it is not part of the run id).
+``log``: the experiment trackers the run also writes to (:mod:`kdbench.train.tracking`; not part
+of the run id either).
 ``channels_last`` null = on CUDA (:mod:`kdbench.train.gpu`); ``compile``: ``torch.compile`` the
 student, the teacher's forward and the method (``true``, or ``max-autotune``).
 ``budget``: one budget (``{steps: N}``, ``{flops: F}`` or ``{seconds: S}``), a list of them (a

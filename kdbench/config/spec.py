@@ -132,9 +132,10 @@ def with_implied_needs(spec: RunSpec) -> RunSpec:
 
 IDENTITY_EXCLUDED = ("suite", "device", "plugins")
 """Spec fields that are not part of a run's identity (where and under which name it runs)."""
-TRAIN_NOT_IDENTITY = ("workers",)
+TRAIN_NOT_IDENTITY = ("workers", "log")
 """Recipe keys that cannot change a run's result (the batches do not depend on the number of
-DataLoader workers: a test), so that changing them reuses the runs already trained."""
+DataLoader workers: a test; the trackers only read the history), so that changing them reuses
+the runs already trained."""
 IDENTITY_DEFAULTS: dict[str, Any] = {"train.compile": False}
 """``"section.key"`` -> the value of a key added after runs were trained under ids that did not
 hash it, that reproduces their behaviour: at that value the key is left out of the hash."""

@@ -23,6 +23,7 @@ from kdbench.train.distributed import agreed_stop, current, mean_over_ranks, wri
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
 from kdbench.train.precision import STATISTICS, PendingSteps
 from kdbench.train.state import TrainState, save
+from kdbench.train.tracking import Trackers
 
 Progress = Callable[[RunSpec, dict[str, Any]], None]
 """Called every ``log_every`` steps with ``{"step", "total", "epoch", "loss", "eta_s"}``."""
@@ -53,6 +54,8 @@ class Fit:
     checkpoint: Path
     evaluate: Callable[[], dict[str, Any]]
     progress: Progress | None
+    trackers: Trackers
+    """The experiment trackers of ``train.log`` (:mod:`kdbench.train.tracking`)."""
     started: float
     """``time.perf_counter()`` when this session began (its wall time is added to the state's)."""
 
@@ -79,14 +82,17 @@ def fit(run: Fit, batches: Iterator[dict[str, torch.Tensor]]) -> None:
             _read(pending, state)
         if logs:
             _log(run, lr, since)
+            run.trackers.log(state.history[-1])
         if evaluates:
             _evaluate_during(run)
+            run.trackers.log(state.history[-1])
         if saves or reason:
             with writer_first():  # the other ranks go on (or stop) once it is written
                 if current().writer:
                     elapsed = state.elapsed + time.perf_counter() - run.started
                     save(run.checkpoint, state, run.models, run.optimizer, run.scaler, elapsed)
         if reason:
+            run.trackers.close()
             raise Stopped(reason, step)
 
 

@@ -29,6 +29,7 @@ from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
 from kdbench.train.precision import autocast, check_weights, grad_scaler
 from kdbench.train.state import restore, weights
+from kdbench.train.tracking import open_trackers
 
 
 def train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
@@ -62,11 +63,14 @@ def train(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str
         checkpoint=ckpt_path,
         evaluate=functools.partial(_evaluate, models, eval_set, protocol, device, cfg),
         progress=progress,
+        trackers=open_trackers(spec, store, state.history, current().writer),
         started=started,
     )
     fit(run, batches)
     result = _finish(run, store, protocol, flops, spent, cpu_threads)
-    return {**result, **({"tuning": tuned} if tuned else {})}
+    result = {**result, **({"tuning": tuned} if tuned else {})}
+    run.trackers.close(result)
+    return result
 
 
 def _check_batch_size(batch_size: int) -> None:
