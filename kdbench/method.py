@@ -39,7 +39,6 @@ __all__ = [
     "aligned_pairs",
     "build_method",
     "canonical",
-    "check_choice",
     "distilled_channels",
     "distilled_features",
     "distilled_reductions",
@@ -321,18 +320,6 @@ FeatureSource = Literal["decoder", "stages"]
 """Which features a method distils: the decoder feature the classifier reads, or encoder stages."""
 
 T = TypeVar("T")
-
-
-def check_choice(method: str, key: str, value: object, choices: Sequence[str]) -> None:
-    """Raise a :class:`KdbenchError` unless option ``key`` of ``method`` is one of ``choices``.
-
-    The message lists the choices in the given order, e.g. ``must be 'a', 'b' or 'c', got 'x'``.
-    """
-    if value in choices:
-        return
-    quoted = [repr(c) for c in choices]
-    listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
-    raise KdbenchError(f"method {method!r}: option {key!r} must be {listed}, got {value!r}")
 
 
 def resolve_stages(

@@ -144,6 +144,18 @@ class OneOf(Constraint):
 
 
 @dataclass(frozen=True)
+class Odd(Constraint):
+    """An odd integer (a centred window: a dilation, a pooling kernel)."""
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return "that is odd"
+
+    def holds(self, value: Any) -> bool:
+        return not isinstance(value, int) or value % 2 == 1
+
+
+@dataclass(frozen=True)
 class NonEmpty(Constraint):
     """A string or list that is not empty."""
 

@@ -29,17 +29,19 @@ BatchNorm is to be synchronised across ranks, as CIRKD does.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from kdbench.errors import KdbenchError
+from kdbench.distributed import mean_over_ranks
 from kdbench.method import Batch, Method, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Gt, Interval
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
-from kdbench.distributed import mean_over_ranks
 
 MIN_SIDE = 64
 """Smallest input side the discriminator accepts (:func:`discriminator_input`)."""
@@ -136,6 +138,10 @@ class AdamState(nn.Module):
             p.sub_(self.lr * (m / (1 - b1**t).to(m.dtype)) / denom)
 
 
+Beta = Annotated[float, Interval(0, 1, closed="left")]
+"""An Adam moment's decay rate."""
+
+
 @register_method("adv", "Liu et al. 2019 / CIRKD: hinge GAN term, discriminator on the logits")
 class Adv(Method):
     """The adversarial term: the student's ``adv`` loss in the forward; D's own Adam step in
@@ -157,28 +163,21 @@ class Adv(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         weight: float = 0.001,
-        d_weight: float = 0.1,
-        lr: float = 4e-4,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
+        d_weight: Annotated[float, Gt(0)] = 0.1,
+        lr: Annotated[float, Gt(0)] = 4e-4,
+        beta1: Beta = 0.9,
+        beta2: Beta = 0.99,
     ) -> None:
         super().__init__(student, teacher)
-        for key, value in (("lr", lr), ("d_weight", d_weight)):
-            if not value > 0:
-                raise KdbenchError(f"method 'adv': option {key!r} must be > 0, got {value!r}")
-        for key, value in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= value < 1:
-                raise KdbenchError(f"method 'adv': option {key!r} must be in [0, 1), got {value!r}")
         self.weight, self.d_weight = weight, d_weight
         self.discriminator = Discriminator(student.num_classes).requires_grad_(False)
         self.optimizer = AdamState(list(self.discriminator.parameters()), lr, (beta1, beta2))
         self._last: tuple[Tensor, Tensor] | None = None
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs = student.logits
         zt = resize_like(teacher.logits, zs).to(zs.dtype)
         self._last = (zs.detach(), zt.detach())

@@ -38,14 +38,15 @@ which leaves the defaults unchanged on maps that fit them.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.errors import KdbenchError
-from kdbench.method import Batch, Method, check_choice, resize_like, resolve_stages
+from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Ge, Gt, Interval
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
 from methods.kd import kd_loss
@@ -142,6 +143,10 @@ def make_projector(kind: str, channels: int) -> nn.Module:
     return nn.Sequential(_conv3(channels), nn.ReLU(), _conv3(channels))
 
 
+Positive = Annotated[float, Gt(0)]
+Count = Annotated[int, Ge(1)]
+
+
 @register_method("afdcd", "Fan et al. NeurIPS 2023: KD + masked reconstruction + patch contrast")
 class AfDCD(Method):
     """Af-DCD on the logits (KD) and one encoder stage (default the last); module docstring."""
@@ -156,27 +161,23 @@ class AfDCD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
         kd_weight: float = 1.0,
-        kd_tau: float = 1.0,
+        kd_tau: Positive = 1.0,
         fd_weight: float = 2e-6,
         ctr_weight: float = 5e-3,
-        tau: float = 0.07,
-        groups: int = 16,
-        patch: int = 4,
-        pool: int = 4,
-        mask: str = "random",
-        mask_ratio: float = 0.75,
-        projector: str = "plain",
-        clip: float = 15.0,
+        tau: Positive = 0.07,
+        groups: Count = 16,
+        patch: Count = 4,
+        pool: Count = 4,
+        mask: Literal["random", "centre"] = "random",
+        mask_ratio: Annotated[float, Interval(0, 1, closed="left")] = 0.75,
+        projector: Literal["plain", "enhanced"] = "plain",
+        clip: Positive = 15.0,
         stage: int = -1,
     ) -> None:
         super().__init__(student, teacher)
-        assert teacher is not None
-        check_choice("afdcd", "mask", mask, ("random", "centre"))
-        check_choice("afdcd", "projector", projector, ("plain", "enhanced"))
-        _check_options(kd_tau, tau, groups, patch, pool, mask_ratio, clip)
         (self.stage,) = resolve_stages("afdcd", (stage,), student, teacher)
         c_s, c_t = student.stage_channels[stage], teacher.stage_channels[stage]
         self.align = nn.Conv2d(c_s, c_t, 1) if c_s != c_t else nn.Identity()
@@ -186,8 +187,7 @@ class AfDCD(Method):
         self.tau, self.groups, self.patch, self.pool = tau, groups, patch, pool
         self.mask, self.mask_ratio = mask, mask_ratio
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs = student.logits
         kd = kd_loss(zs, resize_like(teacher.logits, zs).to(zs.dtype), self.kd_tau)
         f_t = teacher.stages[self.stage]
@@ -207,22 +207,6 @@ class AfDCD(Method):
         params = [p for p in self.parameters() if p.grad is not None]
         if params:
             nn.utils.clip_grad_norm_(params, self.clip)
-
-
-def _check_options(
-    kd_tau: float, tau: float, groups: int, patch: int, pool: int, ratio: float, clip: float
-) -> None:
-    """Raise :class:`KdbenchError` for an Af-DCD option out of range."""
-    for key, value in (("groups", groups), ("patch", patch), ("pool", pool)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise KdbenchError(
-                f"method 'afdcd': option {key!r} must be an integer >= 1, got {value!r}"
-            )
-    for key, value in (("kd_tau", kd_tau), ("tau", tau), ("clip", clip)):
-        if not value > 0:
-            raise KdbenchError(f"method 'afdcd': option {key!r} must be > 0, got {value!r}")
-    if not 0 <= ratio < 1:
-        raise KdbenchError(f"method 'afdcd': option 'mask_ratio' must be in [0, 1), got {ratio!r}")
 
 
 __all__ = [

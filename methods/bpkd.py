@@ -35,13 +35,15 @@ which are per rank (like every per-rank mean in kdbench).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.errors import KdbenchError
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
+from kdbench.options import Ge, Gt, Odd
 from kdbench.registry import register_method
 from kdbench.search import Choice, LogUniform
 from methods.cwd import cwd_loss
@@ -97,11 +99,8 @@ def body_loss(student: Tensor, teacher: Tensor, mask: Tensor, tau: float = 4.0) 
     return cwd_loss(student * body, teacher * body, tau)
 
 
-def _check_odd(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise KdbenchError(
-            f"method 'bpkd': option {key!r} must be an odd integer >= 1, got {value!r}"
-        )
+Window = Annotated[int, Ge(1), Odd()]
+"""A centred window (dilation band, smoothing kernel): an odd integer >= 1."""
 
 
 @register_method("bpkd", "Liu et al. WACV 2024, reconstructed: KL in a boundary band + CWD on body")
@@ -119,26 +118,20 @@ class BPKD(Method):
     def __init__(
         self,
         student: TapInfo,
-        teacher: TapInfo | None,
+        teacher: TapInfo,
         *,
-        width: int = 3,
-        pool: int = 3,
-        tau: float = 4.0,
-        edge_tau: float = 1.0,
+        width: Window = 3,
+        pool: Window = 3,
+        tau: Annotated[float, Gt(0)] = 4.0,
+        edge_tau: Annotated[float, Gt(0)] = 1.0,
         edge_weight: float = 1.0,
         body_weight: float = 1.0,
     ) -> None:
         super().__init__(student, teacher)
-        _check_odd("width", width)
-        _check_odd("pool", pool)
-        for key, value in (("tau", tau), ("edge_tau", edge_tau)):
-            if not value > 0:
-                raise KdbenchError(f"method 'bpkd': option {key!r} must be > 0, got {value!r}")
         self.width, self.pool, self.tau, self.edge_tau = width, pool, tau, edge_tau
         self.edge_weight, self.body_weight = edge_weight, body_weight
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs = student.logits
         zt = resize_like(teacher.logits, zs).to(zs.dtype)
         label = resize_labels(batch.label, tuple(zs.shape[-2:]))

@@ -314,8 +314,7 @@ class DWLD(Method):
         ``weights: mlp``."""
         return dict(self._statistics)
 
-    def forward(self, student: Outputs, teacher: Outputs | None, batch: Batch) -> dict[str, Tensor]:
-        assert teacher is not None
+    def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         zs, zt, target, valid = align_logits(student.logits, teacher.logits, batch.label)
         log_ps = F.log_softmax(zs / self.tau, dim=1)
         log_pt = F.log_softmax(zt / self.tau, dim=1)

@@ -1,8 +1,7 @@
 """Tests of the feature-selection helpers of kdbench/method.py shared by the methods.
 
 ``resolve_stages`` (the ``stages`` option), ``distilled_features`` / ``distilled_channels`` /
-``distilled_reductions`` (the ``feature: decoder | stages`` selection) and ``check_choice``
-(the one-of-several option check).
+``distilled_reductions`` (the ``feature: decoder | stages`` selection).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import torch
 
 from kdbench.errors import KdbenchError
 from kdbench.method import (
-    check_choice,
     distilled_channels,
     distilled_features,
     distilled_reductions,
@@ -117,46 +115,6 @@ def test_an_unknown_feature_source_is_a_bug_not_a_user_error() -> None:
         distilled_features(outputs(STUDENT), "logits", (-1,))  # type: ignore[arg-type]
 
 
-def test_check_choice_accepts_every_choice_and_lists_them_in_order() -> None:
-    for value in ("a", "b", "c"):
-        check_choice("m", "k", value, ("a", "b", "c"))
-    with pytest.raises(KdbenchError) as caught:
-        check_choice("m", "k", "x", ("a", "b", "c"))
-    assert str(caught.value) == "method 'm': option 'k' must be 'a', 'b' or 'c', got 'x'"
-    with pytest.raises(KdbenchError) as caught:
-        check_choice("m", "k", 3, ("b", "a"))
-    assert str(caught.value) == "method 'm': option 'k' must be 'b' or 'a', got 3"
-
-
-@pytest.mark.parametrize(
-    ("build", "message"),
-    [
-        (
-            lambda: SKD(STUDENT, TEACHER, pool="avg"),
-            "method 'skd'.pool: expected one of max2, grid2, got 'avg'",
-        ),
-        (
-            lambda: SKD(STUDENT, TEACHER, feature="logits"),
-            "method 'skd'.feature: expected one of decoder, stages, got 'logits'",
-        ),
-        (
-            lambda: IFVD(STUDENT, TEACHER, reduction="sum"),
-            "method 'ifvd'.reduction: expected one of valid, all, got 'sum'",
-        ),
-        (
-            lambda: IFVD(STUDENT, TEACHER, feature="logits"),
-            "method 'ifvd'.feature: expected one of decoder, stages, got 'logits'",
-        ),
-        (
-            lambda: CIRKD(STUDENT, TEACHER, feature="logits"),
-            "method 'cirkd'.feature: expected one of decoder, stages, got 'logits'",
-        ),
-        (
-            lambda: CWD(STUDENT, TEACHER, feature="stage"),
-            "method 'cwd'.feature: expected one of logits, decoder, stages, got 'stage'",
-        ),
-    ],
-)
 def test_the_methods_choice_errors_name_the_option_and_its_choices(build, message: str) -> None:
     with pytest.raises(KdbenchError) as caught:
         build()

@@ -133,7 +133,8 @@ def test_state_a_method_keeps_is_the_same_on_every_rank(tmp_path: Path) -> None:
 
 def test_conversion_keeps_the_weights_names_and_timms_activation() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
+    norm_act = BatchNormAct2d(4, act_layer=nn.ReLU)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), norm_act, nn.BatchNorm2d(4))
     model.train()(torch.randn(2, 3, 6, 6))  # running statistics that differ from the defaults
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(2, 3, 6, 6)
