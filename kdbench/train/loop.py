@@ -105,7 +105,8 @@ def train_step(
     scaler: torch.amp.GradScaler,
     device: torch.device,
 ) -> StepValues:
-    """One optimisation step: augment, forward, CE + distillation terms, backward, update.
+    """One optimisation step (the batch comes augmented from the pipeline): forward, CE +
+    distillation terms, backward, update.
 
     Makes no host synchronisation (the fp16 gradient scaler's own overflow check aside): the
     loss values, the method's statistics (:meth:`~kdbench.method.Method.statistics`) and the
