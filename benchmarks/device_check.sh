@@ -89,7 +89,7 @@ else
     STEP_ARGS=(--device cuda)
 fi
 timeout $(( LEFT > 30 ? LEFT : 30 )) python benchmarks/gpu_step.py "${STEP_ARGS[@]}" \
-    --budget-s $(( LEFT > 90 ? LEFT - 60 : 30 )) --out "$DIR/gpu_step.json"
+    --budget-s $(( LEFT > 90 ? LEFT - 60 : 30 )) --json "$DIR/gpu_step.json"
 part gpu_step $?
 
 echo "== summary, after $(elapsed) s"

@@ -52,6 +52,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # loader_speed beside this file
 
+from _common import parser as shared_parser  # noqa: E402
+
 from kdbench.method import Batch, build_method  # noqa: E402
 from kdbench.models.student import Segmenter  # noqa: E402
 from kdbench.registry import METHODS, TEACHERS  # noqa: E402
@@ -346,21 +348,20 @@ def run_matrix(args: argparse.Namespace, scale: Scale, device: torch.device,
         result["configs"].append(config_result(variant, timings, flops[key]))
         print(f"{variant.name:28s} harness/bare {result['configs'][-1]['harness_over_bare']:.3f}"
               f"  {result['configs'][-1]['harness']['images_s']:8.2f} img/s", flush=True)
-        write(args.out, result)
+        write(args.json, result)
         del setup
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = shared_parser(__doc__, "gpu_step")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--tiny", action="store_true", help="tiny models and crops (tests)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--budget-s", type=float, default=240.0)
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--out", type=Path, default=Path("gpu_step.json"))
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend (eager: trace only, for quick CPU checks)")
     args = parser.parse_args(argv)
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"env": environment(device), "scale": asdict(scale),
                               "configs": [], "skipped": []}
     result["loader"] = loader_part(scale, args.loader_workers)
-    write(args.out, result)
+    write(args.json, result)
     run_matrix(args, scale, device, result)
     print(json.dumps(result["summary"], indent=1))
     return result

@@ -16,11 +16,12 @@ Run: ``python benchmarks/html_report.py [--runs N] [--history STEPS] [--dir DIR]
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
+from _common import Report
+from _common import parser as shared_parser
 from aggregate import build
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,8 +47,9 @@ def open_seconds(index: Path, tries: int = 3) -> float:
     return best
 
 
-def run(root: Path, runs: int, history: int, browser: bool) -> None:
-    """Build the records under ``root`` unless they are there, write the report, print times."""
+def run(root: Path, runs: int, history: int, browser: bool) -> dict[str, float]:
+    """Build the records under ``root`` unless they are there, write the report, print and
+    return the times."""
     from kdbench.report.render.report import ReportOptions, write_report
 
     results = root / "results"
@@ -63,22 +65,26 @@ def run(root: Path, runs: int, history: int, browser: bool) -> None:
     pages = len(list((out / "runs").glob("*.html")))
     print(f"report with index.html ({index.stat().st_size / 2**20:.1f} MiB) and {pages} run "
           f"pages written in {seconds:.1f} s wall, {cpu:.1f} s CPU (target < 30 s)")
+    figures = {"write_s": seconds, "write_cpu_s": cpu, "run_pages": pages}
     if browser:
-        print(f"index.html opened in {open_seconds(index):.2f} s (best of 3; target < 3 s)")
+        figures["open_s"] = open_seconds(index)
+        print(f"index.html opened in {figures['open_s']:.2f} s (best of 3; target < 3 s)")
+    return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = shared_parser(__doc__, "html_report")
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--history", type=int, default=100)
     parser.add_argument("--dir", type=Path, help="reuse/keep the records here")
     parser.add_argument("--browser", action="store_true", help="also time opening index.html")
-    args = parser.parse_args()
-    if args.dir:
-        run(args.dir, args.runs, args.history, args.browser)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp), args.runs, args.history, args.browser)
+    args = parser.parse_args(argv)
+    with Report("html_report", args, argv) as report:
+        if args.dir:
+            report.results.update(run(args.dir, args.runs, args.history, args.browser))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                report.results.update(run(Path(tmp), args.runs, args.history, args.browser))
 
 
 if __name__ == "__main__":

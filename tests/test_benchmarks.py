@@ -40,8 +40,8 @@ def load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def test_there_are_twelve_benchmarks_and_tiny_modes_name_real_ones() -> None:
-    assert len(SCRIPTS) == 12, SCRIPTS
+def test_there_are_fourteen_benchmarks_and_tiny_modes_name_real_ones() -> None:
+    assert len(SCRIPTS) == 14, SCRIPTS
     assert set(TINY) <= set(SCRIPTS) and set(FIGURES) == set(TINY)
 
 

@@ -36,7 +36,7 @@ def test_tiny_cpu_run_writes_every_part(tmp_path: Path) -> None:
     out = tmp_path / "gpu_step.json"
     load_benchmark().main(["--device", "cpu", "--tiny", "--methods", "kd", "cirkd",
                            "--compile-backend", "eager", "--loader-workers", "1",
-                           "--budget-s", "1e9", "--out", str(out)])
+                           "--budget-s", "1e9", "--json", str(out)])
     result = json.loads(out.read_text())
     assert [c["name"] for c in result["configs"]] == [
         "kd b2 bf16+cl", "cirkd b2 bf16+cl", "kd b2 off", "kd b2 bf16+cl compile",
