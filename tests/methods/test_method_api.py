@@ -1,7 +1,8 @@
 """Tests of the feature-selection helpers of kdbench/method.py shared by the methods.
 
 ``resolve_stages`` (the ``stages`` option), ``distilled_features`` / ``distilled_channels`` /
-``distilled_reductions`` (the ``feature: decoder | stages`` selection).
+``distilled_reductions`` (the ``feature: decoder | stages`` selection), and the one error
+format of a method's options.
 """
 
 from __future__ import annotations
@@ -115,6 +116,35 @@ def test_an_unknown_feature_source_is_a_bug_not_a_user_error() -> None:
         distilled_features(outputs(STUDENT), "logits", (-1,))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: SKD(STUDENT, TEACHER, pool="avg"),
+            "method 'skd'.pool: expected one of max2, grid2, got 'avg'",
+        ),
+        (
+            lambda: SKD(STUDENT, TEACHER, feature="logits"),
+            "method 'skd'.feature: expected one of decoder, stages, got 'logits'",
+        ),
+        (
+            lambda: IFVD(STUDENT, TEACHER, reduction="sum"),
+            "method 'ifvd'.reduction: expected one of valid, all, got 'sum'",
+        ),
+        (
+            lambda: IFVD(STUDENT, TEACHER, feature="logits"),
+            "method 'ifvd'.feature: expected one of decoder, stages, got 'logits'",
+        ),
+        (
+            lambda: CIRKD(STUDENT, TEACHER, feature="logits"),
+            "method 'cirkd'.feature: expected one of decoder, stages, got 'logits'",
+        ),
+        (
+            lambda: CWD(STUDENT, TEACHER, feature="stage"),
+            "method 'cwd'.feature: expected one of logits, decoder, stages, got 'stage'",
+        ),
+    ],
+)
 def test_the_methods_choice_errors_name_the_option_and_its_choices(build, message: str) -> None:
     with pytest.raises(KdbenchError) as caught:
         build()
