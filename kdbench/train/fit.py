@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.train.checkpoint import save as save_weights
 from kdbench.train.context import Stopped, stop_requested
 from kdbench.train.distributed import agreed_stop, current, mean_over_ranks, writer_first
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
@@ -30,6 +31,10 @@ Progress = Callable[[RunSpec, dict[str, Any]], None]
 
 HEADLINE = ("miou", "mfsc", "pixel_acc")
 """The metrics a scheduled evaluation keeps in the history."""
+PER_CLASS = ("per_class_iou", "per_class_fsc")
+"""What the best evaluation keeps beside its headline."""
+BEST_WEIGHTS = "model_best.pt"
+"""The weights of the best scheduled evaluation, in the run's folder."""
 
 
 @dataclass
@@ -175,10 +180,16 @@ def log_entry(
 
 
 def _evaluate_during(run: Fit) -> None:
-    """A scheduled evaluation: its headline joins the history, the best one is kept."""
+    """A scheduled evaluation: its headline joins the history; the best one so far (by mIoU) is
+    kept with its per-class scores as ``best``, and its weights as ``model_best.pt`` beside the
+    run's checkpoint (what ``--checkpoint best`` reports and ``kdbench figure`` can show)."""
     state = run.state
     metrics = run.evaluate()
     headline = {k: metrics[k] for k in HEADLINE}
     state.history.append({"step": state.step, "eval": headline})
     if state.best is None or (headline["miou"] or 0) > (state.best["miou"] or 0):
-        state.best = {"step": state.step, **headline}
+        per_class = {k: metrics[k] for k in PER_CLASS if k in metrics}
+        state.best = {"step": state.step, **headline, **per_class}
+        if current().writer:
+            weights = {"model": run.models.model.state_dict(), "step": state.step}
+            save_weights(run.checkpoint.with_name(BEST_WEIGHTS), weights)
