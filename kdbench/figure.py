@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kdbench.config import RunSpec
 from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
@@ -32,7 +31,7 @@ from kdbench.errors import KdbenchError
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.build import build_datasets, build_model
-from kdbench.train.evaluation import input_size, predict, resize_input
+from kdbench.train.evaluation import scores
 
 CITYSCAPES_COLOURS = {
     "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70),
@@ -110,17 +109,16 @@ def _load(store: RunStore, record: dict[str, Any], k: int, c_x: int) -> torch.nn
 def predictions(
     store: RunStore, record: dict[str, Any], items: list[dict[str, Any]], k: int, c_x: int
 ) -> list[np.ndarray]:
-    """The run's (H, W) label maps of ``items`` at the labels' native resolution."""
+    """The run's (H, W) label maps of ``items`` at the labels' native resolution, under the
+    run's own evaluation protocol (its scales and flip included: :func:`scores`)."""
     model = _load(store, record, k, c_x)
     uses_x = record["kind"] == "teacher"
-    protocol = record["config"]["eval"]
+    protocol, cpu = record["config"]["eval"], torch.device("cpu")
     out = []
     for item in items:
-        size = input_size(item["rgb"].shape[-2:], protocol)
-        rgb, x = resize_input(item["rgb"][None], item["x"][None] if uses_x else None, size)
-        logits = predict(lambda r, q: model(r, q).logits, rgb, x, protocol)
-        native = F.interpolate(logits, size=item["label"].shape[-2:], mode="bilinear")
-        out.append(native[0].argmax(0).numpy())
+        batch = {k: v[None] for k, v in item.items() if k in ("rgb", "x", "label")}
+        z = scores(lambda r, q: model(r, q).logits, batch, uses_x, protocol, cpu)
+        out.append(z[0].argmax(0).numpy())
     return out
 
 
