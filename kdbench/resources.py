@@ -9,7 +9,7 @@ them for one stage (teachers are often larger and slower than their students)::
              teacher: {time_min: 720, mem_gb: 64, gpus_per_node: 4}}
 
 A run is trained by ``tasks_per_node`` × ``nodes`` processes (data parallelism:
-:mod:`kdbench.train.distributed`); ``tasks_per_node`` defaults to ``gpus_per_node`` (one
+:mod:`kdbench.distributed`); ``tasks_per_node`` defaults to ``gpus_per_node`` (one
 process per GPU), or 1 without GPUs. ``cpus_per_task`` and ``mem_gb`` are per process and per
 node. The local executors honour ``tasks_per_node``, ``gpus_per_node`` and their stage
 overrides too (:func:`processes`), on one node.

@@ -73,7 +73,7 @@ class TrainJob(Checkpointable):
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             from submitit.helpers import TorchDistributedEnvironment
 
-            from kdbench.train.distributed import backend_for, process_group
+            from kdbench.distributed import backend_for, process_group
 
             ranks = TorchDistributedEnvironment().export()
             with process_group(backend_for(spec.device)):

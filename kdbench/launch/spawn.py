@@ -51,8 +51,8 @@ def _rank(
     wait: bool,
 ) -> None:
     """One rank: pin itself, join the group, train, and report to the parent."""
+    from kdbench.distributed import backend_for, process_group
     from kdbench.train.context import Stopped, stop_on
-    from kdbench.train.distributed import backend_for, process_group
 
     if cpus is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)

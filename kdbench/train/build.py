@@ -10,13 +10,13 @@ import torch
 
 from kdbench.config import RunSpec
 from kdbench.data.holdout import PARTS, HoldOut
+from kdbench.distributed import convert_sync_batchnorm, current
 from kdbench.errors import KdbenchError
 from kdbench.method import MethodSet, build_method
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint, gpu
-from kdbench.train.distributed import convert_sync_batchnorm, current
 from kdbench.train.loop import Models
 
 

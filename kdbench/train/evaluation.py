@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from kdbench.train.distributed import current, sum_over_ranks
+from kdbench.distributed import current, sum_over_ranks
 from kdbench.train.metrics import confusion_matrix, metrics_from_confusion
 from kdbench.train.pipeline import start
 

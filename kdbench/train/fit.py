@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.distributed import agreed_stop, current, mean_over_ranks, writer_first
 from kdbench.train.checkpoint import save as save_weights
 from kdbench.train.context import Stopped, stop_requested
-from kdbench.train.distributed import agreed_stop, current, mean_over_ranks, writer_first
 from kdbench.train.loop import Models, lr_factor, to_device, train_step
 from kdbench.train.precision import STATISTICS, PendingSteps
 from kdbench.train.state import TrainState, save

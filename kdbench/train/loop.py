@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.data.base import IGNORE_INDEX
+from kdbench.distributed import global_count, unwrapped
 from kdbench.method import Batch, MethodSet
-from kdbench.train.distributed import global_count, unwrapped
 from kdbench.train.precision import StepValues, autocast, first_nonfinite
 
 _MIX = 0x9E3779B97F4A7C15
@@ -58,7 +58,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 class Models:
     """What one training step needs: the trained model, its method, and a frozen teacher
     (run only when the method reads it). Under data parallelism, the model and the method are
-    wrapped in DistributedDataParallel for the step (:mod:`kdbench.train.distributed`)."""
+    wrapped in DistributedDataParallel for the step (:mod:`kdbench.distributed`)."""
 
     model: nn.Module
     method: MethodSet | nn.Module
@@ -75,7 +75,7 @@ def cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
     The sum over labelled pixels divided by max(count, 1): a batch whose every label is ignored
     gives 0 with a zero gradient (``F.cross_entropy``'s mean would be 0/0 = NaN). When several
     processes train the run, the count is the global batch's over the world size
-    (:func:`~kdbench.train.distributed.global_count`), so that the ranks' mean is the global
+    (:func:`~kdbench.distributed.global_count`), so that the ranks' mean is the global
     batch's cross-entropy.
     """
     total = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum")

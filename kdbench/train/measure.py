@@ -11,13 +11,13 @@ from typing import Any
 import torch
 
 from kdbench.config import RunSpec
+from kdbench.distributed import current
 from kdbench.errors import KdbenchError
 from kdbench.method import build_method
 from kdbench.results.store import RunStore
 from kdbench.train import budget
 from kdbench.train.build import load_teacher, optimizer, teacher_spec
 from kdbench.train.cost import calibrate_step_seconds, count_step_flops
-from kdbench.train.distributed import current
 from kdbench.train.loop import Models, train_step
 from kdbench.train.precision import grad_scaler
 

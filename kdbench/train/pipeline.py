@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdbench.cpus import available_cpus
 from kdbench.data.augment import DRAWS, augment_sample
+from kdbench.distributed import SINGLE, Group, current, shard
 from kdbench.errors import KdbenchError
-from kdbench.train.distributed import SINGLE, Group, current, shard
 from kdbench.train.loop import batch_indices, derived_seed
 
 AUGMENT_STREAM = 3

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import RunSpec
+from kdbench.distributed import Decision, current, leader_decides
 from kdbench.provenance import provenance
 from kdbench.registry import load_plugin_files
 from kdbench.results.files import StorageError, remove_temp_files
 from kdbench.results.lease import Lease, describe, read_lease
 from kdbench.results.store import RunStore
 from kdbench.train.context import Stopped, current_attempt, end_attempt
-from kdbench.train.distributed import Decision, current, leader_decides
 from kdbench.train.fit import Progress
 from kdbench.train.session import train
 
@@ -46,7 +46,7 @@ def train_run(
     as ``stopped`` (the record stays ``running``: the checkpoint resumes it) and raises
     :class:`Stopped` to the caller.
 
-    When several processes train the run (:mod:`kdbench.train.distributed`), every rank calls
+    When several processes train the run (:mod:`kdbench.distributed`), every rank calls
     this: rank 0 does all of the above and tells the others whether it trains; they train
     beside it, write nothing, and return ``{"status": "follower"}``.
     """

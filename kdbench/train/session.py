@@ -13,13 +13,13 @@ import torch
 
 from kdbench.config import RunSpec
 from kdbench.cpus import configure_threads
+from kdbench.distributed import current, data_parallel, writer_first
 from kdbench.errors import KdbenchError
 from kdbench.results.files import write_json_atomic
 from kdbench.results.store import RunStore
 from kdbench.train import budget, checkpoint, gpu, measure, tuning
 from kdbench.train.build import build_models, optimizer, pick_device
 from kdbench.train.cost import StepFlops, count_step_flops, median_step_seconds
-from kdbench.train.distributed import current, data_parallel, writer_first
 from kdbench.train.environment import environment, memory_source, peak_memory_mb, session
 from kdbench.train.evaluation import describe as describe_protocol
 from kdbench.train.evaluation import evaluate

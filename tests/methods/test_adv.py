@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from kdbench.distributed import SyncBatchNorm, convert_sync_batchnorm
 from kdbench.method import Batch, build_method
 from kdbench.models.outputs import Outputs, TapInfo
-from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm
 from methods.adv import (
     AdamState,
     Adv,

@@ -21,10 +21,10 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 
 from kdbench.config import load_suite
+from kdbench.distributed import SyncBatchNorm, convert_sync_batchnorm, process_group, shard
 from kdbench.errors import KdbenchError
 from kdbench.launch.spawn import free_port
 from kdbench.results.store import RunStore
-from kdbench.train.distributed import SyncBatchNorm, convert_sync_batchnorm, process_group, shard
 from kdbench.train.run import train_run
 from tests.suites import TRAIN, tiny
 
