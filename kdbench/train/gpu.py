@@ -16,7 +16,8 @@ trained model, the teacher (its forward: it is frozen) and the method. The disti
 stay in float32 with autocast disabled inside the method (:class:`kdbench.method.Method`), which
 compiled code keeps. A compiled step may round differently from an eager one, so ``compile`` is
 part of a run's identity (false, the default, leaves the ids as they were:
-:data:`kdbench.config.TRAIN_IDENTIFIED_AS`).
+:data:`kdbench.config.spec.IDENTITY_DEFAULTS`; ``channels_last: null`` hashes as the earlier
+``false``: :data:`kdbench.config.spec.IDENTITY_ALIASES`).
 """
 
 from __future__ import annotations
