@@ -33,6 +33,7 @@ from kdbench.config.sections import (
     amp_mode,
 )
 from kdbench.config.spec import (
+    EXECUTORS,
     IDENTITY_DEFAULTS,
     IDENTITY_EXCLUDED,
     KINDS,
@@ -44,7 +45,8 @@ from kdbench.config.spec import (
 )
 
 __all__ = [
-    "AMP_MODES", "BUDGET_KINDS", "EVAL_SCHEMA", "IDENTITY_DEFAULTS", "IDENTITY_EXCLUDED", "KINDS",
+    "AMP_MODES", "BUDGET_KINDS", "EVAL_SCHEMA", "EXECUTORS", "IDENTITY_DEFAULTS",
+    "IDENTITY_EXCLUDED", "KINDS",
     "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_SCHEMA", "TRAIN_NOT_IDENTITY",
     "TRAIN_SCHEMA", "TUNE_SCHEMA", "RunSpec", "Suite", "amp_mode", "apply_override",
     "budget_label", "expand", "load_suite", "matched", "read_yaml", "register_kind", "run_id",

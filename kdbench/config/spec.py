@@ -32,12 +32,28 @@ each run names the runs it needs (``RunSpec.needs``) and :mod:`kdbench.launch.sc
 them, so a new kind of run (a method's stage, an imported teacher) is one :func:`register_kind`
 and touches no executor."""
 
+EXECUTORS: dict[str, str] = {}
+"""Kind -> ``"module:function"`` that executes a run of it, for kinds that do not train a
+network (the default, :func:`kdbench.train.session.train`). The function is imported by name
+where the run executes (:func:`kdbench.train.run.executor`), so config depends on no layer
+above it and a SLURM job finds it as the local executor does."""
 
-def register_kind(name: str, stage: str) -> None:
-    """Declare a kind of run, trained with the resources of launch ``stage``."""
+
+def register_kind(name: str, stage: str, execute: str | None = None) -> None:
+    """Declare a kind of run, trained with the resources of launch ``stage``.
+
+    ``execute`` (``"package.module:function"``) replaces training for runs of this kind: it is
+    called as ``function(spec, store, progress)`` under the run's lease and returns the fields
+    its complete record adds (as :func:`kdbench.train.session.train` does)."""
     if stage not in ("teacher", "student"):
         raise KdbenchError(f"run kind {name!r}: expected stage teacher or student, got {stage!r}")
+    if execute is not None and execute.count(":") != 1:
+        raise KdbenchError(f"run kind {name!r}: execute: expected 'module:function', got {execute!r}")
     KINDS[name] = stage
+    if execute is not None:
+        EXECUTORS[name] = execute
+    else:
+        EXECUTORS.pop(name, None)
 
 
 def stage_of(kind: str) -> str:

@@ -3,18 +3,21 @@
 ``train_run(spec, results_dir)`` is what every executor calls, in this process or in a SLURM
 job. It never loses a finished result: a complete record is returned as it is, and a failure
 writes a ``failed`` record (one-line error plus traceback) instead of raising. The training
-itself is :func:`kdbench.train.session.train`.
+itself is :func:`kdbench.train.session.train`, or the executor a kind of run registered
+(:func:`executor`).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import RunSpec
+from kdbench.config import EXECUTORS, RunSpec
 from kdbench.distributed import Decision, current, leader_decides
 from kdbench.provenance import provenance
 from kdbench.registry import load_plugin_files
@@ -60,11 +63,24 @@ def train_run(
         decision.tell(False)  # the run did not train here: the other ranks return too
 
 
+Executor = Callable[[RunSpec, RunStore, "Progress | None"], dict[str, Any]]
+
+
+def executor(kind: str) -> Executor:
+    """What executes a run of ``kind``: :func:`~kdbench.train.session.train`, or the function
+    its :func:`~kdbench.config.register_kind` named (imported here, in the process that runs)."""
+    if kind not in EXECUTORS:
+        return train
+    module, _, name = EXECUTORS[kind].partition(":")
+    function: Executor = getattr(importlib.import_module(module), name)
+    return function
+
+
 def _follow(spec: RunSpec, store: RunStore) -> dict[str, Any]:
     """A rank other than 0 of a data-parallel run: train beside rank 0 when it does, write
     nothing. Its return value only says so; rank 0's is the run's record."""
     if leader_decides():
-        train(spec, store, None)
+        executor(spec.kind)(spec, store, None)
     return {"id": spec.id, "status": "follower", "rank": current().rank}
 
 
@@ -140,7 +156,7 @@ def _train_under_lease(
     try:
         load_plugin_files(spec.plugins)
         decision.tell(True)
-        record.update(train(spec, store, progress))
+        record.update(executor(spec.kind)(spec, store, progress))
         record["status"] = "complete"
     except StorageError:
         raise  # the results folder cannot be written: no record can say so
