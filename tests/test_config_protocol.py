@@ -76,7 +76,7 @@ def test_eval_protocol_and_pretrained_resolve_into_the_specs(tmp_path: Path) -> 
     (student,), (teacher,) = s.students, s.teachers
     assert student.eval == teacher.eval == {
         "mode": "slide", "size": None, "scale": None, "window": [16, 32], "stride": [8, 16],
-        "batch_size": None,
+        "batch_size": None, "scales": None, "flip": False,
     }
     assert student.model["pretrained"] is True and teacher.model["pretrained"] is None
     other = suite(tmp_path, eval={"mode": "whole"}).students[0]

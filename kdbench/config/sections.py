@@ -142,11 +142,8 @@ EVAL_SCHEMA: dict[str, Field] = {
 input resized to ``size`` or by ``scale`` (neither: as loaded), ``whole`` or ``slide``
 inference; ``batch_size`` null = the training batch size. ``scales`` (e.g. [0.5, 0.75, 1.0, 1.25,
 1.5, 1.75]) and ``flip``: multi-scale / flip evaluation, the softmax averaged over the views;
-at their defaults (null or [1.0], false) they are left out of the resolved spec, so that
-single-scale runs keep their ids (:data:`EVAL_VIEW_DEFAULTS`)."""
-
-EVAL_VIEW_DEFAULTS: dict[str, tuple[Any, ...]] = {"scales": (None, [1.0]), "flip": (False,)}
-"""Values of the view keys that mean single-scale, unflipped evaluation."""
+``scales: [1.0]`` resolves to null. At their defaults (null, false) the run id leaves them out
+(:data:`kdbench.config.spec.IDENTITY_DEFAULTS`), so single-scale runs keep their ids."""
 
 TEACHER_SCHEMA: dict[str, Field] = {
     "kind": Field((str,), "intermediate"),

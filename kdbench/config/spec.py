@@ -152,7 +152,9 @@ TRAIN_NOT_IDENTITY = ("workers", "log")
 """Recipe keys that cannot change a run's result (the batches do not depend on the number of
 DataLoader workers: a test; the trackers only read the history), so that changing them reuses
 the runs already trained."""
-IDENTITY_DEFAULTS: dict[str, Any] = {"train.compile": False}
+IDENTITY_DEFAULTS: dict[str, Any] = {
+    "train.compile": False, "eval.scales": None, "eval.flip": False,
+}
 """``"section.key"`` -> the value of a key added after runs were trained under ids that did not
 hash it, that reproduces their behaviour: at that value the key is left out of the hash."""
 IDENTITY_ALIASES: dict[str, tuple[Any, Any]] = {"train.channels_last": (None, False)}

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config.budgets import MATCHED_BASELINE
-from kdbench.config.sections import EVAL_VIEW_DEFAULTS
 from kdbench.config.spec import RunSpec, stage_of
 from kdbench.errors import KdbenchError
 from kdbench.resources import check_launch, processes
@@ -189,11 +188,11 @@ def head(value: Any, key: str, where: str) -> dict[str, Any]:
 
 
 def resolved_eval(protocol: dict[str, Any]) -> dict[str, Any]:
-    """The protocol with ``scales`` as floats, less the view keys at their defaults."""
-    out = dict(protocol)
-    if out["scales"] is not None:
-        out["scales"] = [float(s) for s in out["scales"]]
-    return {k: v for k, v in out.items() if v not in EVAL_VIEW_DEFAULTS.get(k, ())}
+    """The protocol with ``scales`` as floats, and null for the single scale ``[1.0]``."""
+    scales = protocol["scales"]
+    if scales is not None:
+        scales = [float(s) for s in scales]
+    return {**protocol, "scales": None if scales == [1.0] else scales}
 
 
 def check_eval(protocol: dict[str, Any], where: str) -> None:

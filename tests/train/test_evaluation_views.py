@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from kdbench.config import Suite, load_suite
+from kdbench.config.spec import identity
 from kdbench.errors import KdbenchError
 from kdbench.train.evaluation import describe, evaluate, scores, slide_logits
 from tests.train.test_evaluation import CPU, Fixed, K, Sizes, by_hand, protocol
@@ -166,17 +167,18 @@ OLD_EVAL_KEYS = {"mode", "size", "scale", "window", "stride", "batch_size"}
 
 
 def test_single_scale_ids_are_unchanged_and_views_change_them(tmp_path: Path) -> None:
-    """The quickstart's resolved eval protocol holds exactly the keys it held before the view
-    keys existed (the run id hashes it), explicit defaults keep every id, views change them."""
+    """The run id hashes exactly the eval keys it hashed before the view keys existed (they sit
+    at their identity defaults), explicit defaults keep every id, views change them."""
     quickstart = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
     plain = suite(tmp_path, quickstart)
     ids = [r.id for r in plain.runs]
-    assert all(set(r.eval) == OLD_EVAL_KEYS for r in plain.runs)
+    assert all(set(identity(r)["eval"]) == OLD_EVAL_KEYS for r in plain.runs)
+    assert all((r.eval["scales"], r.eval["flip"]) == (None, False) for r in plain.runs)
     for views in ({"scales": None, "flip": False}, {"scales": [1.0]}, {"scales": [1]}):
         same = suite(tmp_path, {**quickstart, "name": "same", "eval": views})
         assert [r.id for r in same.runs] == ids
     multi = suite(tmp_path, {**quickstart, "name": "multi", "eval": {"scales": [1, 1.5]}})
-    assert multi.runs[0].eval["scales"] == [1.0, 1.5] and "flip" not in multi.runs[0].eval
+    assert multi.runs[0].eval["scales"] == [1.0, 1.5] and multi.runs[0].eval["flip"] is False
     flipped = suite(tmp_path, {**quickstart, "name": "flipped", "eval": {"flip": True}})
     assert flipped.runs[0].eval["flip"] is True
     assert not {r.id for r in multi.runs + flipped.runs} & set(ids)
