@@ -2,7 +2,7 @@
 (train), stored (results) and reported (report); upper layers call lower ones, never the reverse.
 
 Every module's imports are read with ``ast`` (at module level, inside functions and under
-``TYPE_CHECKING`` alike, as ``tests/report/test_layers.py`` does within the report package): a
+``TYPE_CHECKING`` alike, by ``tests/layering.py``, as for the report package): a
 module imports only from its own layer or the layers below, and no chain of imports comes back to
 where it started. In particular config and train never import launch, methods never import
 train (the executors call training, never the reverse).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import kdbench
-from tests.report.test_layers import _cycles, imported
+from tests import layering
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("kdbench", "errors", "options", "schema", "search", "registry", "provenance", "cpus",
@@ -65,21 +65,12 @@ def problems(root: Path) -> list[str]:
     """Every module in no layer, every upward import and every import cycle."""
     found = modules(root)
     graph = {
-        name: imported(name, path, is_package, set(found)) - FACADE.get(name, set())
+        name: layering.imported(name, path, is_package, set(found)) - FACADE.get(name, set())
         for name, (path, is_package) in found.items()
     }
-    out = []
-    for name in sorted(graph):
-        own = layer(name)
-        if own is None:
-            out.append(f"{name}: {area(name)} is in no layer of LAYERS")
-            continue
-        for target in sorted(graph[name]):
-            theirs = layer(target)
-            if theirs is not None and theirs > own:
-                out.append(f"{name} imports {target}: layer {NAMES[theirs]}, above {NAMES[own]}")
-    out += [f"import cycle among {', '.join(c)}" for c in _cycles(graph)]
-    return out
+    names = tuple(f"layer {name}" for name in NAMES)
+    return layering.problems(
+        graph, layer, names, lambda name: f"{name}: {area(name)} is in no layer of LAYERS")
 
 
 def test_the_package_is_layered_as_its_data_flow() -> None:
@@ -108,9 +99,9 @@ def test_the_check_finds_launch_imported_by_config_and_train_and_train_by_method
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert problems(tmp_path) == [
-        "kdbench.config imports kdbench.launch.slurm: layer launch, above config",
+        "kdbench.config imports kdbench.launch.slurm: layer launch, above layer config",
         "kdbench.graph: graph is in no layer of LAYERS",
-        "kdbench.train.run imports kdbench.launch.local: layer launch, above train",
-        "methods.kd imports kdbench.train: layer train, above methods",
+        "kdbench.train.run imports kdbench.launch.local: layer launch, above layer train",
+        "methods.kd imports kdbench.train: layer train, above layer methods",
         "import cycle among kdbench.launch.local, kdbench.train.run",
     ]

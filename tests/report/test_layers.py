@@ -8,10 +8,10 @@ where it started. The entry points (the package's ``__init__`` and ``commands``)
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import kdbench
+from tests import layering
 
 PACKAGE = "kdbench.report"
 LAYERS = ("records", "cells", "words", "render")
@@ -31,28 +31,6 @@ def modules(root: Path) -> dict[str, tuple[Path, bool]]:
     return out
 
 
-def imported(name: str, path: Path, is_package: bool, known: set[str]) -> set[str]:
-    """The modules of ``known`` that the module ``name`` imports (absolute or relative)."""
-
-    def resolve(target: str) -> str | None:
-        while target and target not in known:
-            target = target.rpartition(".")[0]
-        return target or None
-
-    package = name if is_package else name.rpartition(".")[0]
-    targets = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            targets += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            targets += [f"{base}.{alias.name}" for alias in node.names]
-    return {t for t in map(resolve, targets) if t is not None and t != name}
-
-
 def layer(name: str) -> int | None:
     """0 for records … 3 for render, :data:`TOP` for an entry point, None for neither."""
     if name in ENTRY_POINTS:
@@ -61,58 +39,16 @@ def layer(name: str) -> int | None:
     return LAYERS.index(first) if first in LAYERS else None
 
 
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan's algorithm)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    out: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return out
-
-
 def problems(root: Path) -> list[str]:
     """Every module outside the layers, every upward import and every import cycle."""
     found = modules(root)
     graph = {
-        name: imported(name, path, is_package, set(found))
+        name: layering.imported(name, path, is_package, set(found))
         for name, (path, is_package) in found.items()
     }
-    out = []
-    for name in sorted(graph):
-        own = layer(name)
-        if own is None:
-            out.append(f"{name}: in no layer ({', '.join(LAYERS)}) and not an entry point")
-            continue
-        for target in sorted(graph[name]):
-            theirs = layer(target)
-            if theirs is not None and theirs > own:
-                above = "an entry point" if theirs == TOP else f"layer {LAYERS[theirs]}"
-                out.append(f"{name} imports {target}: {above}, above {LAYERS[own]}")
-    out += [f"import cycle among {', '.join(c)}" for c in _cycles(graph)]
-    return out
+    names = (*(f"layer {name}" for name in LAYERS), "an entry point")
+    return layering.problems(graph, layer, names, lambda name: (
+        f"{name}: in no layer ({', '.join(LAYERS)}) and not an entry point"))
 
 
 def test_the_report_package_is_a_one_way_pipeline_of_four_layers() -> None:
@@ -139,9 +75,10 @@ def test_the_check_finds_unplaced_modules_upward_imports_and_cycles(tmp_path: Pa
         (report / name).parent.mkdir(parents=True, exist_ok=True)
         (report / name).write_text(text)
     assert problems(tmp_path) == [
-        "kdbench.report.cells.tables imports kdbench.report.words.text: layer words, above cells",
+        "kdbench.report.cells.tables imports kdbench.report.words.text: layer words, above layer "
+        "cells",
         "kdbench.report.flat: in no layer (records, cells, words, render) and not an entry point",
         "kdbench.report.records.frame imports kdbench.report.commands: an entry point, above "
-        "records",
+        "layer records",
         "import cycle among kdbench.report.cells.tables, kdbench.report.words.text",
     ]
