@@ -156,11 +156,12 @@ def hub_state(name: str) -> dict[str, Tensor]:
     return model.state_dict()
 
 
-def read_state(path: str | Path) -> dict[str, Tensor]:
+def read_state(path: str | Path, what: str = "pretrained weights") -> dict[str, Tensor]:
     """A local weights file -> its state dict: ``.safetensors`` with safetensors, anything else
     with ``torch.load(weights_only=True)``, unwrapping ``{"state_dict": ...}`` / ``{"model":
-    ...}``. Raises :class:`KdbenchError` naming the file when it is missing or unreadable."""
-    where = f"pretrained weights {str(path)!r}"
+    ...}``. Raises :class:`KdbenchError` naming the file (as ``what``) when it is missing or
+    unreadable."""
+    where = f"{what} {str(path)!r}"
     if not Path(path).is_file():
         raise KdbenchError(f"{where}: no such file")
     try:

@@ -114,7 +114,7 @@ def import_checkpoint(model: nn.Module, path: str | Path, fmt: str) -> None:
     where = f"teacher checkpoint {str(path)!r} (format {fmt!r})"
     if fmt not in FORMATS:
         raise KdbenchError(f"{where}: unknown format; expected one of {', '.join(FORMATS)}")
-    state = mapped_state(read_state(path), FORMATS[fmt], where)
+    state = mapped_state(read_state(path, "teacher checkpoint"), FORMATS[fmt], where)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
