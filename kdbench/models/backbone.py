@@ -6,7 +6,8 @@ for an input (N, C, H, W) it returns stage features ``f_i`` of shape
 ``r_i = feature_info.reduction()[i]`` (e.g. 2, 4, 8, 16, 32 for a ResNet; 2, 4, 8, 8, 8 at
 output stride 8). ``pretrained: true`` fetches timm's default weights from the model hub (where
 it is not reachable: one line saying how to give a local file); ``pretrained: PATH`` reads a
-local state dict or safetensors file.
+local state dict or safetensors file. :data:`VARIANTS` names the few timm architectures
+kdbench builds with arguments (``resnet18s``, ``resnet34s``: the deep stem).
 
 :class:`Encoder` wraps such a model and adds what the RGB-X teachers need: stepping through
 the stages one at a time (``step``), so that a duplex encoder can feed a fused feature back into
