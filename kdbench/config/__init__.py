@@ -52,6 +52,6 @@ __all__ = [
     "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_KINDS", "TEACHER_SCHEMA",
     "TRAIN_NOT_IDENTITY",
     "TRAIN_SCHEMA", "TUNE_SCHEMA", "RunSpec", "Suite", "amp_mode", "apply_override",
-    "budget_label", "expand", "is_teacher", "load_suite", "matched", "read_yaml", "register_kind", "run_id",
-    "stage_of",
+    "budget_label", "expand", "is_teacher", "load_suite", "matched", "read_yaml",
+    "register_kind", "run_id", "stage_of",
 ]

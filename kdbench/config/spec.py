@@ -7,8 +7,8 @@
   runs it reads (its teacher, its tuning trials) and the source hash of its methods (``code``);
 - keys that cannot change a result are outside it (:data:`IDENTITY_EXCLUDED`: the suite's name,
   the device, the plugin paths; :data:`LOCATION_KEYS`: where an imported teacher's checkpoint
-  lies, whose SHA-256 is hashed instead; :data:`TRAIN_NOT_IDENTITY`: DataLoader workers; any logging,
-  tracker or progress-display key added later belongs here too);
+  lies, whose SHA-256 is hashed instead; :data:`TRAIN_NOT_IDENTITY`: DataLoader workers; any
+  logging, tracker or progress-display key added later belongs here too);
 - a key added later whose default reproduces the earlier behaviour declares that default in
   :data:`IDENTITY_DEFAULTS`: while a run sits at it, the key is left out of the hash, so existing
   ids (and the results trained under them) stay valid; any other value moves the id. ``needs``
