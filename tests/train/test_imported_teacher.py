@@ -3,7 +3,8 @@ teacher trained by a first tiny run (format ``kdbench``). The imported-teacher r
 once, exactly as the trained teacher was scored; a kd student distils from it; running the suite
 again trains nothing; a changed file is a new teacher; the SLURM plan has an array for it; the
 report shows it as the teacher row; a missing file stops ``--dry-run`` in one line and a corrupt
-one fails its run in one line."""
+one fails its run in one line. A CIRKD-layout checkpoint (format ``cirkd``) imports through a
+suite too."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from kdbench.config.spec import identity
 from kdbench.launch.slurm import SlurmExecutor
 from kdbench.report import load_results
 from kdbench.results.store import RunStore
+from kdbench.train.build import load_teacher
 from kdbench.train.run import train_run
 from tests.suites import tiny
 
@@ -139,3 +141,28 @@ def test_a_missing_file_stops_the_dry_run_and_a_corrupt_one_fails_its_run(
     assert record["status"] == "failed"
     assert re.fullmatch(r"KdbenchError: teacher checkpoint '.*missing\.pt': not a readable .*",
                         record["error"])
+
+
+def test_a_cirkd_checkpoint_imports_through_a_suite_and_students_read_it(tmp_path: Path) -> None:
+    """Format ``cirkd`` end to end: the imported run's ``model.pt``, loaded as students load
+    their teacher, gives the CIRKD-layout network's logits."""
+    from tests.models.test_imports import _CirkdDeepLabV3, _randomise_batch_norm
+
+    torch.manual_seed(6)
+    reference = _CirkdDeepLabV3((2, 2, 2, 2), False, 7, 64)  # synthdrive's 7 classes
+    _randomise_batch_norm(reference, 7)
+    torch.save(reference.state_dict(), tmp_path / "cirkd.pth")
+    teacher = {"kind": "rgb", "backbone": "resnet18s", "decoder_channels": 64,
+               "head": {"deeplabv3": {"output_stride": 8, "aux": 0.4}},
+               "checkpoint": "cirkd.pth", "format": "cirkd"}
+    path = tmp_path / "cirkd.yaml"
+    path.write_text(yaml.safe_dump(tiny(name="cirkd", teacher=teacher)))
+    [spec] = load_suite(path).teachers
+    record = train_run(spec, tmp_path / "results")
+    assert record["status"] == "complete" and 0 <= record["metrics"]["miou"] <= 100
+    model = load_teacher(RunStore(tmp_path / "results"), spec, 7, 1)
+    image = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want, _ = reference.eval()(image)
+        got = model(image, torch.zeros(1, 1, 32, 64)).logits
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
