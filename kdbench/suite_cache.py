@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import RunSpec, Suite, apply_override, load_suite, read_yaml
+from kdbench.config.imported import checkpoint_path
 from kdbench.errors import KdbenchError
 from kdbench.provenance import package_hash
 
@@ -68,7 +69,9 @@ def cache_key(path: Path, overrides: Sequence[str]) -> str:
     for entry in plugins if isinstance(plugins, list) else []:
         plugin = Path(str(entry)) if Path(str(entry)).is_absolute() else path.parent / str(entry)
         add(f"plugin {plugin}", plugin.read_bytes() if plugin.is_file() else b"missing")
-    add("checkpoint", _checkpoint_stamp(data, path).encode())
+    stamp = _checkpoint_stamp(data, path)
+    if stamp:
+        add("checkpoint", stamp.encode())
     add("package", package_hash().encode())
     add("versions", json.dumps([CACHE_VERSION, _version("torch"), _version("timm")]).encode())
     entry_points = sorted(
@@ -86,12 +89,11 @@ def _checkpoint_stamp(data: Any, path: Path) -> str:
     value = teacher.get("checkpoint") if isinstance(teacher, dict) else None
     if not isinstance(value, str):
         return ""
-    file = Path(value).expanduser()
-    file = file if file.is_absolute() else path.parent / file
+    file = checkpoint_path(value, path)
     if not file.is_file():
         return f"{file} missing"
     stat = file.stat()
-    return f"{file.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+    return f"{file} {stat.st_size} {stat.st_mtime_ns}"
 
 
 def _to_json(suite: Suite) -> dict[str, Any]:
