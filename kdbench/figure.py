@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdbench.config import RunSpec
+from kdbench.config import RunSpec, is_teacher
 from kdbench.data.base import IGNORE_INDEX, RGB_MEAN, RGB_STD
 from kdbench.errors import KdbenchError
 from kdbench.results.store import RunStore
@@ -112,7 +112,7 @@ def predictions(
     """The run's (H, W) label maps of ``items`` at the labels' native resolution, under the
     run's own evaluation protocol (its scales and flip included: :func:`scores`)."""
     model = _load(store, record, k, c_x)
-    uses_x = record["kind"] == "teacher"
+    uses_x = is_teacher(record["kind"])
     protocol, cpu = record["config"]["eval"], torch.device("cpu")
     out = []
     for item in items:

@@ -7,6 +7,7 @@ costs seconds; resolving it gives the same run specs as long as nothing it depen
 overrides the folder), where the key hashes everything resolution reads:
 
 - the suite file's bytes, the ``--set`` overrides and the bytes of the plugin files it lists;
+- the path, size and modification time of its teacher checkpoint, if it imports one;
 - the source of the package (every ``.py`` of ``kdbench/`` and ``methods/``, so any change to a
   method's default or code), the installed versions of torch and timm, and the
   ``kdbench.methods`` entry points;
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.config import RunSpec, Suite, apply_override, load_suite, read_yaml
+from kdbench.config.imported import checkpoint_path
 from kdbench.errors import KdbenchError
 from kdbench.provenance import package_hash
 
@@ -67,6 +69,9 @@ def cache_key(path: Path, overrides: Sequence[str]) -> str:
     for entry in plugins if isinstance(plugins, list) else []:
         plugin = Path(str(entry)) if Path(str(entry)).is_absolute() else path.parent / str(entry)
         add(f"plugin {plugin}", plugin.read_bytes() if plugin.is_file() else b"missing")
+    stamp = _checkpoint_stamp(data, path)
+    if stamp:
+        add("checkpoint", stamp.encode())
     add("package", package_hash().encode())
     add("versions", json.dumps([CACHE_VERSION, _version("torch"), _version("timm")]).encode())
     entry_points = sorted(
@@ -75,6 +80,20 @@ def cache_key(path: Path, overrides: Sequence[str]) -> str:
     add("entry points", json.dumps(entry_points).encode())
     add("data", os.environ.get("KDBENCH_DATA", "").encode())
     return digest.hexdigest()[:32]
+
+
+def _checkpoint_stamp(data: Any, path: Path) -> str:
+    """Path, size and mtime of the suite's teacher checkpoint (its SHA-256, in the resolved
+    runs' ids, changes with the file), or "" when it imports none."""
+    teacher = data.get("teacher") if isinstance(data, dict) else None
+    value = teacher.get("checkpoint") if isinstance(teacher, dict) else None
+    if not isinstance(value, str):
+        return ""
+    file = checkpoint_path(value, path)
+    if not file.is_file():
+        return f"{file} missing"
+    stat = file.stat()
+    return f"{file} {stat.st_size} {stat.st_mtime_ns}"
 
 
 def _to_json(suite: Suite) -> dict[str, Any]:

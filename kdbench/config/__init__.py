@@ -37,8 +37,10 @@ from kdbench.config.spec import (
     IDENTITY_DEFAULTS,
     IDENTITY_EXCLUDED,
     KINDS,
+    TEACHER_KINDS,
     TRAIN_NOT_IDENTITY,
     RunSpec,
+    is_teacher,
     register_kind,
     run_id,
     stage_of,
@@ -47,8 +49,9 @@ from kdbench.config.spec import (
 __all__ = [
     "AMP_MODES", "BUDGET_KINDS", "EVAL_SCHEMA", "EXECUTORS", "IDENTITY_DEFAULTS",
     "IDENTITY_EXCLUDED", "KINDS",
-    "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_SCHEMA", "TRAIN_NOT_IDENTITY",
+    "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_KINDS", "TEACHER_SCHEMA",
+    "TRAIN_NOT_IDENTITY",
     "TRAIN_SCHEMA", "TUNE_SCHEMA", "RunSpec", "Suite", "amp_mode", "apply_override",
-    "budget_label", "expand", "load_suite", "matched", "read_yaml", "register_kind", "run_id",
-    "stage_of",
+    "budget_label", "expand", "is_teacher", "load_suite", "matched", "read_yaml",
+    "register_kind", "run_id", "stage_of",
 ]

@@ -1,6 +1,7 @@
 """A validated suite expanded into its runs: ``datasets x students x seeds`` teachers (one per
-data set, student backbone and seed, deduplicated), and per teacher one student run per budget
-and method row, plus the rows' tuning trials. Every run names the runs it needs."""
+data set, student backbone and seed, deduplicated; one imported teacher per data set where the
+suite gives its checkpoint, :mod:`kdbench.config.imported`), and per teacher one student run
+per budget and method row, plus the rows' tuning trials. Every run names the runs it needs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kdbench.config.budgets import (
     teacher_recipe,
     with_budget,
 )
+from kdbench.config.imported import imported_teacher
 from kdbench.config.reading import apply_override, check_size, read_yaml
 from kdbench.config.sections import SUITE_SCHEMA
 from kdbench.config.spec import RunSpec, with_implied_needs
@@ -127,11 +129,14 @@ class _Grid:
             "decoder_channels": config["decoder_channels"],
             "head": self.heads["teacher"],
         }
-        return RunSpec(
+        spec = RunSpec(
             kind="teacher", dataset=dataset, dataset_options=options, model=model,
             method="teacher", method_terms=(), train=self.teacher_train,
             seed=seed if config["seed"] is None else config["seed"], **self.common,
         )
+        if config["checkpoint"] is None:
+            return spec
+        return imported_teacher(spec, config, Path(self.where))
 
     def _student(self, teacher: RunSpec, model: dict[str, Any], seed: int,
                  budget: dict[str, Any], label: str, terms: Terms) -> RunSpec:

@@ -154,9 +154,13 @@ TEACHER_SCHEMA: dict[str, Field] = {
     "head": Field((str, dict, type(None)), None),
     "seed": Field((int, type(None)), None),
     "train": Field((dict,), None),
+    "checkpoint": Field((str, type(None)), None),
+    "format": Field((str,), "kdbench"),
 }
 """The RGB-X teacher: ``backbone`` and ``head`` default to the students', ``seed`` null = the
-run's seed."""
+run's seed. ``checkpoint`` (a path, relative to the suite file) imports the teacher's weights
+instead of training it, read in ``format`` (``kdbench``, ``torchvision`` or ``cirkd``:
+:mod:`kdbench.models.imports`); see :mod:`kdbench.config.imported`."""
 
 
 def _open_fraction(value: Any) -> str | None:

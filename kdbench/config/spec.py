@@ -6,8 +6,9 @@
   data set, model, methods and their options, seed, recipe, evaluation protocol), the ids of the
   runs it reads (its teacher, its tuning trials) and the source hash of its methods (``code``);
 - keys that cannot change a result are outside it (:data:`IDENTITY_EXCLUDED`: the suite's name,
-  the device, the plugin paths; :data:`TRAIN_NOT_IDENTITY`: DataLoader workers; any logging,
-  tracker or progress-display key added later belongs here too);
+  the device, the plugin paths; :data:`LOCATION_KEYS`: where an imported teacher's checkpoint
+  lies, whose SHA-256 is hashed instead; :data:`TRAIN_NOT_IDENTITY`: DataLoader workers; any
+  logging, tracker or progress-display key added later belongs here too);
 - a key added later whose default reproduces the earlier behaviour declares that default in
   :data:`IDENTITY_DEFAULTS`: while a run sits at it, the key is left out of the hash, so existing
   ids (and the results trained under them) stay valid; any other value moves the id. ``needs``
@@ -38,13 +39,21 @@ network (the default, :func:`kdbench.train.session.train`). The function is impo
 where the run executes (:func:`kdbench.train.run.executor`), so config depends on no layer
 above it and a SLURM job finds it as the local executor does."""
 
+TEACHER_KINDS: set[str] = {"teacher"}
+"""The kinds of run that leave a teacher model (``model.pt``) for students to distil from: their
+model is built as a teacher (``model.kind``), evaluated with X, and tables show them as the
+teacher row (an imported teacher, :mod:`kdbench.config.imported`)."""
 
-def register_kind(name: str, stage: str, execute: str | None = None) -> None:
+
+def register_kind(
+    name: str, stage: str, execute: str | None = None, *, teacher: bool = False
+) -> None:
     """Declare a kind of run, trained with the resources of launch ``stage``.
 
     ``execute`` (``"package.module:function"``) replaces training for runs of this kind: it is
     called as ``function(spec, store, progress)`` under the run's lease and returns the fields
-    its complete record adds (as :func:`kdbench.train.session.train` does)."""
+    its complete record adds (as :func:`kdbench.train.session.train` does). ``teacher``: its
+    runs leave a teacher model (:data:`TEACHER_KINDS`)."""
     if stage not in ("teacher", "student"):
         raise KdbenchError(f"run kind {name!r}: expected stage teacher or student, got {stage!r}")
     if execute is not None and execute.count(":") != 1:
@@ -54,6 +63,15 @@ def register_kind(name: str, stage: str, execute: str | None = None) -> None:
         EXECUTORS[name] = execute
     else:
         EXECUTORS.pop(name, None)
+    if teacher:
+        TEACHER_KINDS.add(name)
+    else:
+        TEACHER_KINDS.discard(name)
+
+
+def is_teacher(kind: str | None) -> bool:
+    """Whether runs of ``kind`` leave a teacher model (:data:`TEACHER_KINDS`)."""
+    return kind in TEACHER_KINDS
 
 
 def stage_of(kind: str) -> str:
@@ -148,6 +166,10 @@ def with_implied_needs(spec: RunSpec) -> RunSpec:
 
 IDENTITY_EXCLUDED = ("suite", "device", "plugins")
 """Spec fields that are not part of a run's identity (where and under which name it runs)."""
+LOCATION_KEYS = ("model.checkpoint.path",)
+"""``"section.key"`` of nested keys that say where an input lies, not what it holds: an imported
+teacher's checkpoint is identified by its SHA-256 (``model.checkpoint.sha256``), so the same
+file moved elsewhere is the same run."""
 TRAIN_NOT_IDENTITY = ("workers", "log")
 """Recipe keys that cannot change a run's result (the batches do not depend on the number of
 DataLoader workers: a test; the trackers only read the history), so that changing them reuses
@@ -170,6 +192,10 @@ def identity(spec: RunSpec) -> dict[str, Any]:
     for key in IDENTITY_EXCLUDED:
         out.pop(key)
     out["train"] = {k: v for k, v in out["train"].items() if k not in TRAIN_NOT_IDENTITY}
+    for dotted in LOCATION_KEYS:
+        node, key = _parent(out, dotted)
+        if node is not None:
+            node.pop(key, None)
     for dotted, default in IDENTITY_DEFAULTS.items():
         node, key = _parent(out, dotted)
         if node is not None and key in node and node[key] == default:

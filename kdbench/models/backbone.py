@@ -6,7 +6,8 @@ for an input (N, C, H, W) it returns stage features ``f_i`` of shape
 ``r_i = feature_info.reduction()[i]`` (e.g. 2, 4, 8, 16, 32 for a ResNet; 2, 4, 8, 8, 8 at
 output stride 8). ``pretrained: true`` fetches timm's default weights from the model hub (where
 it is not reachable: one line saying how to give a local file); ``pretrained: PATH`` reads a
-local state dict or safetensors file.
+local state dict or safetensors file. :data:`VARIANTS` names the few timm architectures
+kdbench builds with arguments (``resnet18s``, ``resnet34s``: the deep stem).
 
 :class:`Encoder` wraps such a model and adds what the RGB-X teachers need: stepping through
 the stages one at a time (``step``), so that a duplex encoder can feed a fused feature back into
@@ -45,9 +46,20 @@ _CURATED: tuple[tuple[str, float, str], ...] = (
     ("convnext_atto", 3.37, "ConvNeXt-Atto"),
     ("resnet10t", 4.92, "ResNet-10-T (tiered deep stem); quick teachers"),
     ("resnet18", 11.18, "ResNet-18"),
+    ("resnet18s", 11.32, "ResNet-18 with the deep stem 64-64-128 (CIRKD's ResNet18-v1s)"),
     ("resnet34", 21.28, "ResNet-34"),
     ("resnet50", 23.51, "ResNet-50; a typical paper-scale teacher/student"),
 )
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    f"resnet{depth}s": (f"resnet{depth}", {"stem_type": "deep", "stem_width": 64})
+    for depth in (18, 34)
+}
+"""kdbench's own backbone names for timm architectures built with arguments: ResNet-18/34 with
+the deep stem (three 3x3 convolutions 64-64-128 instead of one 7x7), named as timm names the
+deep-stem ResNet-50/101 (``resnet50s``, ``resnet101s``) and as CIRKD trains them (ResNet-v1s).
+timm has no default weights for them."""
 
 
 def describe_backbones() -> list[tuple[str, str]]:
@@ -60,10 +72,11 @@ def describe_backbones() -> list[tuple[str, str]]:
 
 
 def is_backbone(name: str) -> bool:
-    """Whether ``name`` is a model timm knows (any such name is a kdbench backbone)."""
+    """Whether ``name`` is a model timm knows (any such name is a kdbench backbone) or one of
+    :data:`VARIANTS`."""
     import timm
 
-    return bool(timm.is_model(name))
+    return name in VARIANTS or bool(timm.is_model(name))
 
 
 Pretrained = str | bool | None
@@ -102,9 +115,13 @@ def build_backbone(
             f"unknown backbone {name!r}: not a timm model name (see `kdbench list backbones`)"
         )
     extra = {} if output_stride in (None, 32) else {"output_stride": output_stride}
+    if pretrained is True and name in VARIANTS:
+        raise KdbenchError(f"backbone {name!r}: timm has no default weights for it; {HUB_HINT}")
+    architecture, arguments = VARIANTS.get(name, (name, {}))
     try:
         model = timm.create_model(
-            name, features_only=True, pretrained=False, in_chans=in_chans, **extra
+            architecture, features_only=True, pretrained=False, in_chans=in_chans,
+            **arguments, **extra,
         )
     except (RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError) as err:
         reason = " ".join(str(err).split())
@@ -140,11 +157,12 @@ def hub_state(name: str) -> dict[str, Tensor]:
     return model.state_dict()
 
 
-def read_state(path: str | Path) -> dict[str, Tensor]:
+def read_state(path: str | Path, what: str = "pretrained weights") -> dict[str, Tensor]:
     """A local weights file -> its state dict: ``.safetensors`` with safetensors, anything else
     with ``torch.load(weights_only=True)``, unwrapping ``{"state_dict": ...}`` / ``{"model":
-    ...}``. Raises :class:`KdbenchError` naming the file when it is missing or unreadable."""
-    where = f"pretrained weights {str(path)!r}"
+    ...}``. Raises :class:`KdbenchError` naming the file (as ``what``) when it is missing or
+    unreadable."""
+    where = f"{what} {str(path)!r}"
     if not Path(path).is_file():
         raise KdbenchError(f"{where}: no such file")
     try:

@@ -16,6 +16,18 @@ Formats:
   ``output_stride: 8`` (torchvision's dilated layer3/layer4), ``aux`` > 0 for the aux
   classifier on ``aux_stage: -2`` (layer3). Both dropouts are identities in eval mode, so the
   logits agree (a test: max difference ≤ 1e-5 of the largest logit).
+- ``cirkd``: CIRKD's ``DeepLabV3`` (Yang et al., "Cross-Image Relational Knowledge Distillation
+  for Semantic Segmentation", CVPR 2022; its ``models/deeplabv3.py`` and
+  ``models/base_models/resnetv1b.py``) into an ``rgb`` teacher of backbone ``resnet18s``,
+  ``resnet34s``, ``resnet50s`` or ``resnet101s`` (its ``resnet18``/``resnet101`` are
+  ResNet-v1s: the deep stem conv3x3 3→64 s2, 64→64, 64→128, each with BN and ReLU, as timm's
+  ``stem_type='deep', stem_width=64``; layer3/layer4 dilated 2/4, the first block of each at
+  the previous dilation, as timm's ``output_stride: 8``) with ``head: deeplabv3``,
+  ``decoder_channels: 512`` (its ASPP and head width), ``output_stride: 8`` (rates 12, 24, 36)
+  and ``aux`` > 0 for its ``auxlayer`` (an FCN head on layer3, 1/4 of its channels). Its
+  dropouts (0.5 after the ASPP projection, 0.1 before each classifier) are identities in eval
+  mode. Only the deep-stem backbones: its ``*_vanilla`` (7x7 stem) checkpoints name the stem
+  differently.
 """
 
 from __future__ import annotations
@@ -48,7 +60,34 @@ _TORCHVISION_DEEPLABV3: Rules = (
     ("aux_classifier.4.", "aux.head.classifier."),
 )
 
-FORMATS: dict[str, Rules] = {"kdbench": (("", ""),), "torchvision": _TORCHVISION_DEEPLABV3}
+_CIRKD_DEEPLABV3: Rules = (
+    ("pretrained.conv1.", "encoder.body.conv1.0."),
+    ("pretrained.bn1.", "encoder.body.conv1.1."),
+    ("pretrained.conv2.", "encoder.body.conv1.3."),
+    ("pretrained.bn2.", "encoder.body.conv1.4."),
+    ("pretrained.conv3.", "encoder.body.conv1.6."),
+    ("pretrained.bn3.", "encoder.body.bn1."),
+    ("pretrained.layer", "encoder.body.layer"),
+    ("head.aspp.b0.", "decoder.branches.0."),
+    ("head.aspp.b1.block.", "decoder.branches.1."),
+    ("head.aspp.b2.block.", "decoder.branches.2."),
+    ("head.aspp.b3.block.", "decoder.branches.3."),
+    ("head.aspp.b4.gap.1.", "decoder.pool.0."),
+    ("head.aspp.b4.gap.2.", "decoder.pool.1."),
+    ("head.aspp.project.", "decoder.project."),
+    ("head.block.0.", "decoder.smooth.0."),
+    ("head.block.1.", "decoder.smooth.1."),
+    ("head.block.4.", "decoder.head.classifier."),
+    ("auxlayer.block.0.", "aux.body.0."),
+    ("auxlayer.block.1.", "aux.body.1."),
+    ("auxlayer.block.4.", "aux.head.classifier."),
+)
+
+FORMATS: dict[str, Rules] = {
+    "kdbench": (("", ""),),
+    "torchvision": _TORCHVISION_DEEPLABV3,
+    "cirkd": _CIRKD_DEEPLABV3,
+}
 
 
 def rename(key: str, rules: Rules) -> str | None:
@@ -75,7 +114,7 @@ def import_checkpoint(model: nn.Module, path: str | Path, fmt: str) -> None:
     where = f"teacher checkpoint {str(path)!r} (format {fmt!r})"
     if fmt not in FORMATS:
         raise KdbenchError(f"{where}: unknown format; expected one of {', '.join(FORMATS)}")
-    state = mapped_state(read_state(path), FORMATS[fmt], where)
+    state = mapped_state(read_state(path, "teacher checkpoint"), FORMATS[fmt], where)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from kdbench.config import RunSpec
+from kdbench.config import RunSpec, is_teacher
 from kdbench.data.holdout import PARTS, HoldOut
 from kdbench.distributed import convert_sync_batchnorm, current
 from kdbench.errors import KdbenchError
@@ -52,7 +52,7 @@ def build_model(
     model = spec.model
     head = {"head": model["head"]["name"], "head_options": model["head"]["options"]}
     pretrained = model["pretrained"] if weights else None
-    if spec.kind == "teacher":
+    if is_teacher(spec.kind):
         return TEACHERS.get(model["kind"])(
             model["backbone"],
             num_classes,

@@ -2,8 +2,9 @@
 
 Columns (see :mod:`kdbench.results.store` for the record schema they come from):
 
-- identity: ``id``, ``suite``, ``kind`` ("teacher" | "student"), ``status`` ("complete" |
-  "failed" | "running");
+- identity: ``id``, ``suite``, ``kind`` ("teacher" | "student" | "trial"; every kind of run
+  that leaves a teacher model, an imported teacher's included, is "teacher":
+  :func:`kdbench.config.is_teacher`), ``status`` ("complete" | "failed" | "running");
 - grid axes: ``dataset``, ``student``, ``method``, ``budget`` (its label, e.g. "300 steps" or
   "2e+12 FLOPs"), ``seed`` (int), ``teacher`` (run id or None);
 - metrics of complete runs (percent, NaN otherwise): ``miou``, ``mfsc``, ``pixel_acc`` and one
@@ -38,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from kdbench.config import is_teacher
 from kdbench.errors import KdbenchError
 from kdbench.results.store import RunStore
 
@@ -87,7 +89,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 5
+ROW_VERSION = 6
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -100,7 +102,7 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": record["id"],
         "suite": record.get("suite"),
-        "kind": record.get("kind"),
+        "kind": TEACHER if is_teacher(record.get("kind")) else record.get("kind"),
         "status": record.get("status", "failed"),
         "dataset": axes.get("dataset"),
         "student": axes.get("student"),
