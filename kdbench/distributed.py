@@ -175,7 +175,9 @@ def shard(items: list[Any], group: Group | None = None) -> list[Any]:
 
 class _SumOverRanks(torch.autograd.Function):
     """y = Σ_r x_r on every rank; the gradient of x_r is Σ_r ∂L_r/∂y (the sum of the ranks'
-    upstream gradients), as each rank's loss depends on y."""
+    upstream gradients), as each rank's loss depends on y. The backward is this function again,
+    so it is differentiable too (a double backward, e.g. adv's gradient penalty through a
+    synchronised batch norm, sums the second-order terms over the ranks as well)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
@@ -183,7 +185,7 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return sum_over_ranks(grad.clone())
+        return _SumOverRanks.apply(grad)
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
