@@ -167,7 +167,10 @@ def gradient_penalty(
     """
     a = alpha.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
     mixed = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
+    # D reads a view: torch's FlopCounterMode (the run's FLOP count) hooks a module's inputs and
+    # cannot hook a leaf inside autograd.grad
+    scores = discriminator(mixed.view_as(mixed))
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
