@@ -173,6 +173,17 @@ def shard(items: list[Any], group: Group | None = None) -> list[Any]:
     return items[group.rank * size : (group.rank + 1) * size]
 
 
+def rank_share(x: Tensor) -> Tensor:
+    """This rank's contiguous share of dim 0 of ``x`` (``x`` itself alone), as :func:`shard`.
+
+    For random draws a method makes per image (Af-DCD's masks, adv's interpolation weights):
+    drawn for the global batch from the step's generator, which every rank seeds alike, so that
+    W ranks use the draws one process would."""
+    group = current()
+    size = x.shape[0] // group.world
+    return x if group.world == 1 else x[group.rank * size : (group.rank + 1) * size]
+
+
 class _SumOverRanks(torch.autograd.Function):
     """y = Σ_r x_r on every rank; the gradient of x_r is Σ_r ∂L_r/∂y (the sum of the ranks'
     upstream gradients), as each rank's loss depends on y. The backward is this function again,

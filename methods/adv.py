@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from kdbench.distributed import current, mean_over_ranks, shard
+from kdbench.distributed import current, mean_over_ranks, rank_share
 from kdbench.method import Batch, Method, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.options import Ge, Gt, Interval
@@ -176,10 +176,9 @@ def gradient_penalty(
 
 def interpolation_weights(n: int, device: torch.device) -> Tensor:
     """(n,) α ~ U(0, 1) for this rank's n images: drawn for the global batch (n × world size)
-    from the global generator, of which the rank takes its images' share, so W ranks use the
-    weights one process would (when the step's generator is in the same state on every rank)."""
-    drawn = torch.rand(n * current().world, device=device)
-    return torch.stack(shard(list(drawn)))
+    from the global generator, of which the rank takes its images' share
+    (:func:`~kdbench.distributed.rank_share`), so W ranks use the weights one process would."""
+    return rank_share(torch.rand(n * current().world, device=device))
 
 
 class AdamState(nn.Module):
@@ -244,7 +243,7 @@ FORM_WEIGHT = {"cirkd": 0.001, "official": 0.1}
 SKD's ``lambda_d``."""
 
 
-@register_method("adv", "Liu et al. 2019 / CIRKD: GAN term, discriminator on the logits (hinge; official: WGAN-GP)")
+@register_method("adv", "Liu et al. 2019 / CIRKD: GAN term on the logits (hinge; official: WGAN-GP)")
 class Adv(Method):
     """The adversarial term: the student's ``adv`` loss in the forward; D's own optimiser step
     in :meth:`before_optimizer_step`, once per student step.
