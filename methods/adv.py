@@ -243,7 +243,7 @@ FORM_WEIGHT = {"cirkd": 0.001, "official": 0.1}
 SKD's ``lambda_d``."""
 
 
-@register_method("adv", "Liu et al. 2019 / CIRKD: GAN term on the logits (hinge; official: WGAN-GP)")
+@register_method("adv", "Liu et al. 2019 / CIRKD: GAN term on logits (hinge; official: WGAN-GP)")
 class Adv(Method):
     """The adversarial term: the student's ``adv`` loss in the forward; D's own optimiser step
     in :meth:`before_optimizer_step`, once per student step.
