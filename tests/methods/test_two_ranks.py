@@ -20,7 +20,6 @@ Everything is in float64, so "equal" is to 1e-9.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
