@@ -42,7 +42,9 @@ A zero discriminator gives 0 and 2.
   lr·(1 − t/T)^0.9 over the run's T steps (``adjust_learning_rate`` on ``D_solver``; SKD counts
   t from 1, kdbench from 0, as for the student's schedule); one D step per student step.
 
-Both forms compute in float32 (or wider) with autocast disabled, the D step included.
+The option ``weight`` (λ_adv) left null takes the form's value (0.001 or 0.1); ``lr`` is D's
+learning rate in both forms (4e-4 in both codes). Both forms compute in float32 (or wider) with
+autocast disabled, the D step included.
 
 Small maps (kdbench's rule): D's four stride-2 convolutions and its last 4×4 convolution need at
 least 64 pixels a side, so :func:`discriminator_input` resizes logits smaller than 64 in either
