@@ -362,3 +362,16 @@ def test_d_steps_in_float32_whatever_autocast_surrounds_them(form: str) -> None:
 def test_a_bad_form_is_a_user_error() -> None:
     with pytest.raises(KdbenchError, match="form"):
         build_method([("adv", {"form": "wgan"})], STUDENT, STUDENT)
+
+
+@pytest.mark.parametrize("form", ["cirkd", "official"])
+def test_logits_of_magnitude_1e4_give_finite_terms_gradients_and_steps(form: str) -> None:
+    torch.manual_seed(21)
+    method = Adv(STUDENT, STUDENT, form=form)
+    student, teacher, batch = adv_case(22)
+    zs = (student.logits.detach() * 1e4).requires_grad_(True)
+    out = method(Outputs(zs, (), zs), Outputs(teacher.logits * 1e4, (), zs), batch)
+    out["adv"].backward()
+    method.before_optimizer_step()
+    assert torch.isfinite(out["adv"]) and torch.isfinite(zs.grad).all()
+    assert all(torch.isfinite(v).all() for v in method.state_dict().values())
