@@ -14,7 +14,12 @@ Shapes (input ``--size`` H x W = 512 x 1024, ``--batch`` N = 8, K = 19 classes):
   (256, 512), i.e. the teacher 2x wider, so every adapter exists. With two stages the methods'
   default ``stages`` ((-1,) or (-2, -1)) select these stages;
 - teacher tensors without grad; student tensors are leaves that require grad; labels at the
-  input size, uniform over the 19 classes. Every method runs with its default options.
+  input size, uniform over the 19 classes. Every method runs with its default options, and the
+  rows of :data:`VARIANTS` with theirs (``adv:official``: SKD's WGAN-GP form).
+
+A row's step is the loss's forward and backward plus the method's hook around the optimiser
+step (:meth:`~kdbench.method.Method.before_optimizer_step`: adv's discriminator step, Af-DCD's
+gradient clipping), as a training step runs them.
 
 Reference: ``Segmenter(--student, 19)`` (resnet18 + FPN decoder, logits at 1/4) on
 (N, 3, H, W) images: forward, cross-entropy on logits upsampled to the labels, backward.
@@ -60,6 +65,13 @@ K = 19
 STUDENT_INFO = TapInfo((128, 256), (8, 16), 128, K, 8)
 TEACHER_INFO = TapInfo((256, 512), (8, 16), 256, K, 8)
 REFERENCE = "student"
+VARIANTS = {"adv:official": ("adv", {"form": "official"})}
+"""Rows of a method with non-default options: row name -> (method, options)."""
+
+
+def rows() -> dict[str, tuple[str, dict]]:
+    """Every row but the reference: each registered method at its defaults, then VARIANTS."""
+    return {name: (name, {}) for name in METHODS.names() if name != "none"} | VARIANTS
 
 
 def random_outputs(
@@ -95,8 +107,9 @@ def student_step(args: argparse.Namespace) -> Callable[[], None]:
 
 
 def loss_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
-    """One forward + backward of method ``name``'s summed loss terms, inputs built once."""
-    method = build_method([(name, {})], STUDENT_INFO, TEACHER_INFO).to(args.device)
+    """One forward + backward of row ``name``'s summed loss terms and the method's hook,
+    inputs built once."""
+    method = build_method([rows()[name]], STUDENT_INFO, TEACHER_INFO).to(args.device)
     student = random_outputs(STUDENT_INFO, args.batch, args.size, True, args.device)
     teacher = random_outputs(TEACHER_INFO, args.batch, args.size, False, args.device)
     batch = Batch(
@@ -113,6 +126,7 @@ def loss_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
         for t in leaves:
             t.grad = None
         sum(method(student, teacher, batch).values()).backward()
+        method.before_optimizer_step()
 
     return step
 
@@ -177,7 +191,7 @@ def describe_arfd(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse options; either measure one name (``--one``) or run all and print the table."""
     options = parser(__doc__, "losses")
-    default = [m for m in METHODS.names() if m != "none"]
+    default = list(rows())
     options.add_argument("--methods", nargs="+", default=default, choices=default)
     options.add_argument("--repeat", type=int, default=3)
     options.add_argument("--budget", type=float, default=30.0,

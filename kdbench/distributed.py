@@ -173,9 +173,22 @@ def shard(items: list[Any], group: Group | None = None) -> list[Any]:
     return items[group.rank * size : (group.rank + 1) * size]
 
 
+def rank_share(x: Tensor) -> Tensor:
+    """This rank's contiguous share of dim 0 of ``x`` (``x`` itself alone), as :func:`shard`.
+
+    For random draws a method makes per image (Af-DCD's masks, adv's interpolation weights):
+    drawn for the global batch from the step's generator, which every rank seeds alike, so that
+    W ranks use the draws one process would."""
+    group = current()
+    size = x.shape[0] // group.world
+    return x if group.world == 1 else x[group.rank * size : (group.rank + 1) * size]
+
+
 class _SumOverRanks(torch.autograd.Function):
     """y = Σ_r x_r on every rank; the gradient of x_r is Σ_r ∂L_r/∂y (the sum of the ranks'
-    upstream gradients), as each rank's loss depends on y."""
+    upstream gradients), as each rank's loss depends on y. The backward is this function again,
+    so it is differentiable too (a double backward, e.g. adv's gradient penalty through a
+    synchronised batch norm, sums the second-order terms over the ranks as well)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
@@ -183,7 +196,7 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return sum_over_ranks(grad.clone())
+        return _SumOverRanks.apply(grad)
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):

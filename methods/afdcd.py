@@ -26,8 +26,12 @@ norm of the connectors (align and projector) is clipped at 15 before every optim
 (:meth:`AfDCD.before_optimizer_step`). Projectors (option ``projector``): ``plain`` = conv3×3 →
 ReLU → conv3×3; ``enhanced`` = the authors' EnhancedProjector: x₁ = ReLU(conv3×3(x)),
 x₂ = ReLU(conv3×3(x₁)), out = (conv3×3(x₁) + conv3×3(x₂)) / 2; all at the teacher's width.
-Under data parallelism every term is per image (the masks are drawn per image); the sums are
-divided by the rank's N.
+Data parallelism: every term is a mean over the rank's images of per-image terms (KD a mean
+over its pixels; L_fd and L_ctr sums over its images divided by its N), nothing couples two
+images, and the random masks are drawn for the global batch, of which each rank takes its
+images' share (:func:`kdbench.distributed.rank_share`); so W ranks with B/W images each have,
+averaged, the single process's loss on B images, and its gradients (the connectors' gradients
+are averaged over the ranks before they are clipped). Tested with 2 gloo ranks.
 
 Small maps (kdbench's rule, not the authors'): the defaults need H and W divisible by
 pool·patch = 16 and C by the number of groups. :func:`fitted_sizes` shrinks them to fit any
@@ -44,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdbench.distributed import current, rank_share
 from kdbench.method import Batch, Method, resize_like, resolve_stages
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.options import Ge, Gt, Interval
@@ -192,7 +197,9 @@ class AfDCD(Method):
         kd = kd_loss(zs, resize_like(teacher.logits, zs).to(zs.dtype), self.kd_tau)
         f_t = teacher.stages[self.stage]
         f_s = resize_like(self.align(student.stages[self.stage]), f_t)
-        keep = spatial_mask(tuple(f_s.shape), self.mask, self.mask_ratio, device=f_s.device)
+        n, *rest = f_s.shape
+        drawn = (n * current().world, *rest)  # for the global batch: rank_share's docstring
+        keep = rank_share(spatial_mask(drawn, self.mask, self.mask_ratio, device=f_s.device))
         g = self.projector(f_s * keep.to(f_s.dtype))
         f_t = f_t.to(g.dtype)
         contrast = patch_contrast_loss(g, f_t, self.tau, self.groups, self.patch, self.pool)

@@ -29,8 +29,13 @@ bilinearly to the student's grid, the labels by nearest neighbour, Ω the labell
 - loss λ_E·L_E + λ_B·L_B.
 
 Identities (tested): with no boundary in the batch, L_E = 0 and L_B is CWD on the logits.
-Under data parallelism every term is per image except the normaliser Σ M_E and the CWD mean,
-which are per rank (like every per-rank mean in kdbench).
+
+Data parallelism: the boundary mask is per image (a band never crosses from one image to
+another), L_B is a mean over the rank's (N, K) of per-image terms, and L_E's normaliser is the
+global batch's Σ M_E divided by the number of ranks (:func:`global_mass`, as the cross-entropy's
+:func:`kdbench.distributed.global_count`), so each rank's L_E is its share of the single
+process's L_E times the number of ranks: W ranks with B/W images each have, averaged, the
+single process's loss on B images, and its gradients (tested with 2 gloo ranks).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdbench.distributed import mean_over_ranks
 from kdbench.method import IGNORE_INDEX, Batch, Method, resize_labels, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.options import Ge, Gt, Odd
@@ -81,15 +87,20 @@ def boundary_mask(
     return soft * inside
 
 
-def edge_loss(student: Tensor, teacher: Tensor, mask: Tensor, tau: float = 1.0) -> Tensor:
+def edge_loss(
+    student: Tensor, teacher: Tensor, mask: Tensor, tau: float = 1.0,
+    normaliser: Tensor | None = None,
+) -> Tensor:
     """Σ M_E·q^T(log q^T − log q^S) / Σ M_E, q = softmax over K of z ⊙ M_E / τ; 0 if M_E = 0.
 
-    ``student``, ``teacher``, ``mask``: (N, K, h, w).
+    ``student``, ``teacher``, ``mask``: (N, K, h, w). ``normaliser`` replaces Σ M_E (the method
+    passes the mean over the ranks of their Σ M_E: module docstring).
     """
     log_qs = F.log_softmax(student * mask / tau, dim=1)
     log_qt = F.log_softmax(teacher * mask / tau, dim=1)
     kl = mask * log_qt.exp() * (log_qt - log_qs)
-    return kl.sum() / mask.sum().clamp_min(1e-12)
+    total = mask.sum() if normaliser is None else normaliser
+    return kl.sum() / total.clamp_min(1e-12)
 
 
 def body_loss(student: Tensor, teacher: Tensor, mask: Tensor, tau: float = 4.0) -> Tensor:
@@ -97,6 +108,11 @@ def body_loss(student: Tensor, teacher: Tensor, mask: Tensor, tau: float = 4.0) 
     b = 1 − max_c M_E (broadcast over the K channels)."""
     body = 1.0 - mask.amax(dim=1, keepdim=True)
     return cwd_loss(student * body, teacher * body, tau)
+
+
+def global_mass(mask: Tensor) -> Tensor:
+    """Σ M_E over every rank's images divided by the number of ranks (Σ M_E alone)."""
+    return mean_over_ranks(mask.sum())
 
 
 Window = Annotated[int, Ge(1), Odd()]
@@ -137,9 +153,9 @@ class BPKD(Method):
         label = resize_labels(batch.label, tuple(zs.shape[-2:]))
         mask = boundary_mask(label, zs.shape[1], self.width, self.pool, dtype=zs.dtype)
         return {
-            "edge": self.edge_weight * edge_loss(zs, zt, mask, self.edge_tau),
+            "edge": self.edge_weight * edge_loss(zs, zt, mask, self.edge_tau, global_mass(mask)),
             "body": self.body_weight * body_loss(zs, zt, mask, self.tau),
         }
 
 
-__all__ = ["BPKD", "body_loss", "boundary_mask", "edge_loss"]
+__all__ = ["BPKD", "body_loss", "boundary_mask", "edge_loss", "global_mass"]

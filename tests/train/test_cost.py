@@ -49,13 +49,13 @@ def batch() -> dict[str, Tensor]:
     }
 
 
-def tiny_models(method: str | None) -> Models:
+def tiny_models(method: str | None, **options: object) -> Models:
     torch.manual_seed(0)
     student = TinyNet(3, 8, 16)
     teacher = TinyNet(4, 12, 24).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    terms = [(method, {})] if method else []
+    terms = [(method, options)] if method else []
     built = build_method(terms, student.tap_info, teacher.tap_info if method else None)
     return Models(student, built, teacher if method else None, uses_x=False)
 
@@ -134,3 +134,22 @@ def test_the_adversarial_terms_discriminator_step_is_counted() -> None:
         d(discriminator_input(logits)).mean().backward()
     one_pass = counter.get_total_flops()  # forward + backward to the input (D is frozen)
     assert flops.loss > 1.5 * one_pass  # the step's two forwards and weight gradients on top
+
+
+def test_the_official_forms_penalty_is_counted() -> None:
+    """``form: official`` adds the penalty: D's forward on the interpolates, its backward to
+    them (with a graph) and that backward's own backward into D's weights: about three more
+    forward-and-backward passes on top of the hinge form's step (measured: 7.0 against 4.0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from methods.adv import discriminator_input
+
+    hinge = count_step_flops(tiny_models("adv"), batch(), 10)
+    official = count_step_flops(tiny_models("adv", form="official"), batch(), 10)
+    d = tiny_models("adv").method.terms["adv"].discriminator
+    logits = torch.randn(N, K, H // 4, W // 4, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        d(discriminator_input(logits)).mean().backward()
+    one_pass = counter.get_total_flops()
+    assert official.student == hinge.student and official.teacher_forward == hinge.teacher_forward
+    assert official.loss > hinge.loss + 2 * one_pass

@@ -68,14 +68,18 @@ def test_same_run_twice_gives_identical_metrics(tmp_path: Path, teacher_results)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["kd", "dwld", "adv"])  # dwld: statistics; adv: D's own Adam
+@pytest.mark.parametrize(  # dwld: statistics; adv: D's own Adam, or SGD with the penalty
+    ("name", "options"),
+    [("kd", {}), ("dwld", {}), ("adv", {}), ("adv", {"form": "official"})],
+    ids=["kd", "dwld", "adv", "adv-official"],
+)
 def test_a_resumed_run_equals_the_uninterrupted_one(
-    tmp_path: Path, teacher_results, name: str  # noqa: ANN001
+    tmp_path: Path, teacher_results, name: str, options: dict  # noqa: ANN001
 ) -> None:
     results, suite = teacher_results
     kd = next(s for s in suite.students if s.method == "kd")
     if name != "kd":
-        kd = RunSpec(**{**kd.__dict__, "method": name, "method_terms": ((name, {}),)})
+        kd = RunSpec(**{**kd.__dict__, "method": name, "method_terms": ((name, options),)})
     reference = train_run(kd, results)
     other = tmp_path / "resumed"
     (other / "runs").mkdir(parents=True)
