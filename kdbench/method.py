@@ -290,7 +290,9 @@ def build_method(
     return MethodSet(built)
 
 
-def _changed(options: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = "") -> list[str]:
+def _changed(
+    options: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
     """``key=value`` for each option that differs from ``defaults``, nested options (LIX's) as
     dotted keys (``dwld.layers=1``)."""
     out = []

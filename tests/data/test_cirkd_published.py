@@ -61,6 +61,20 @@ def test_dry_run_lists_every_published_row_with_its_composite(
     assert not (tmp_path / "results").exists()
 
 
+def test_a_row_reading_aspp_without_a_deeplabv3_head_stops_the_dry_run_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KDBENCH_DATA", str(tmp_path / "data"))
+    write_cityscapes(tmp_path / "data" / "cityscapes", FRAMES)
+    capsys.readouterr()
+    code = main(["run", str(SUITE), "--dry-run", "--set", "head={fpn: {}}", "--set",
+                 "methods=[{kd+at: [kd, {at: {feature: aspp}}]}]"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "methods.kd+at: method 'at': feature: aspp" in err
+    assert "student's head 'fpn'" in err and "heads with it: deeplabv3" in err
+
+
 @pytest.mark.slow
 def test_the_cwd_composite_trains_end_to_end_on_the_aspp_tap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
