@@ -39,6 +39,7 @@ __all__ = [
     "aligned_pairs",
     "build_method",
     "canonical",
+    "check_head_tap",
     "distilled_channels",
     "distilled_features",
     "distilled_reductions",
@@ -49,6 +50,7 @@ __all__ = [
     "resize_like",
     "resolve_stages",
     "stage_sum",
+    "terms_text",
     "zero_loss",
 ]
 
@@ -144,10 +146,14 @@ class Method(nn.Module):
     def __new__(cls, *args: Any, **options: Any) -> Method:
         """Check the keyword ``options`` (:meth:`resolve_options`) before ``__init__`` runs.
 
-        Called without arguments (``copy.deepcopy``, unpickling) it checks nothing.
+        Called without arguments (``copy.deepcopy``, unpickling) it checks nothing. A
+        ``feature`` option naming a head's own tap (``aspp``) is checked against the models'
+        :class:`TapInfo` (:func:`check_head_tap`), so every feature method refuses it alike.
         """
         if args or options:
             cls.resolve_options(options)
+            if options.get("feature") == "aspp":
+                check_head_tap(_registered_name(cls), "aspp", args[:2])
         return super().__new__(cls)
 
     def __init__(self, student: TapInfo, teacher: TapInfo | None) -> None:
@@ -284,6 +290,32 @@ def build_method(
     return MethodSet(built)
 
 
+def _changed(
+    options: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """``key=value`` for each option that differs from ``defaults``, nested options (LIX's) as
+    dotted keys (``dwld.layers=1``)."""
+    out = []
+    for key, value in sorted(options.items()):
+        default = defaults.get(key)
+        if isinstance(value, Mapping) and isinstance(default, Mapping):
+            out += _changed(value, default, f"{prefix}{key}.")
+        elif value != default:
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.append(f"{prefix}{key}={text}")
+    return out
+
+
+def terms_text(terms: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """A row's methods as ``kd + adv + cwd(feature=aspp, weight=50.0)``: each registered name
+    with the resolved options that differ from its defaults; ``none`` for the baseline."""
+    parts = []
+    for name, options in terms:
+        changed = _changed(options, METHODS.get(name).resolve_options({}))
+        parts.append(f"{name}({', '.join(changed)})" if changed else name)
+    return " + ".join(parts) or "none"
+
+
 def check_options(name: str, cls: type[Method], options: Mapping[str, Any]) -> None:
     """Raise a :class:`KdbenchError` naming the first option ``cls`` does not take.
 
@@ -316,8 +348,23 @@ def zero_loss(ref: Tensor) -> Tensor:
 
 # Option checks and feature selection shared by the methods that distil features.
 
-FeatureSource = Literal["decoder", "stages"]
-"""Which features a method distils: the decoder feature the classifier reads, or encoder stages."""
+FeatureSource = Literal["decoder", "stages", "aspp"]
+"""Which features a method distils: the decoder feature the classifier reads, encoder stages, or
+the ASPP projection of a DeepLabV3 head (``Outputs.aspp``: before the 3x3 conv that gives the
+decoder feature; both models need a head that has it, :func:`check_head_tap`)."""
+
+
+def check_head_tap(method: str, tap: str, infos: Sequence[TapInfo | None]) -> None:
+    """Raise a one-line :class:`KdbenchError` unless each given model (student, teacher; None
+    skipped) has the head tap ``tap`` (``aspp``: ``TapInfo.aspp_channels`` set)."""
+    from kdbench.models.heads import heads_with_tap
+
+    for role, info in zip(("student", "teacher"), infos, strict=False):
+        if isinstance(info, TapInfo) and info.aspp_channels is None:
+            raise KdbenchError(
+                f"method {method!r}: option feature: {tap} reads the head's {tap} tap, which the "
+                f"{role}'s head does not have; heads with it: {', '.join(heads_with_tap(tap))}"
+            )
 
 T = TypeVar("T")
 
@@ -352,14 +399,23 @@ def resolve_stages(
 
 
 def _select(
-    feature: FeatureSource, stages: Sequence[int], decoder: T, per_stage: Sequence[T]
+    feature: FeatureSource,
+    stages: Sequence[int],
+    decoder: T,
+    per_stage: Sequence[T],
+    aspp: T | None,
 ) -> list[T]:
-    """``[decoder]`` for ``feature="decoder"``, ``[per_stage[i] for i in stages]`` for stages."""
+    """``[decoder]`` for ``feature="decoder"``, ``[per_stage[i] for i in stages]`` for stages,
+    ``[aspp]`` for ``feature="aspp"`` (refused when it is None: the head has no such tap)."""
     if feature == "decoder":
         return [decoder]
     if feature == "stages":
         return [per_stage[i] for i in stages]
-    raise ValueError(f"feature must be 'decoder' or 'stages', got {feature!r}")
+    if feature == "aspp":
+        if aspp is None:
+            raise KdbenchError("feature: aspp: the model's head has no aspp tap (only deeplabv3)")
+        return [aspp]
+    raise ValueError(f"feature must be 'decoder', 'stages' or 'aspp', got {feature!r}")
 
 
 def distilled_features(
@@ -369,27 +425,31 @@ def distilled_features(
 
     ``feature="decoder"``: ``[outputs.decoder]``, one (N, D, h, w) map (``stages`` is ignored);
     ``feature="stages"``: ``[outputs.stages[i] for i in stages]``, each (N, C_i, H/r_i, W/r_i),
-    with ``stages`` as returned by :func:`resolve_stages`.
+    with ``stages`` as returned by :func:`resolve_stages`; ``feature="aspp"``:
+    ``[outputs.aspp]``, one (N, D_a, h, w) map (a DeepLabV3 head's ASPP projection).
     """
-    return _select(feature, stages, outputs.decoder, outputs.stages)
+    return _select(feature, stages, outputs.decoder, outputs.stages, outputs.aspp)
 
 
 def distilled_channels(info: TapInfo, feature: FeatureSource, stages: Sequence[int]) -> list[int]:
     """Channels of each map :func:`distilled_features` returns, known before any forward pass.
 
-    ``[info.decoder_channels]`` (D) or ``[info.stage_channels[i] for i in stages]`` (C_i); for
-    sizing adapters and projectors.
+    ``[info.decoder_channels]`` (D), ``[info.stage_channels[i] for i in stages]`` (C_i) or
+    ``[info.aspp_channels]`` (D_a); for sizing adapters and projectors.
     """
-    return _select(feature, stages, info.decoder_channels, info.stage_channels)
+    return _select(
+        feature, stages, info.decoder_channels, info.stage_channels, info.aspp_channels
+    )
 
 
 def distilled_reductions(info: TapInfo, feature: FeatureSource, stages: Sequence[int]) -> list[int]:
     """Downsampling factor, relative to the input, of each map :func:`distilled_features` returns.
 
-    ``[info.logit_reduction]`` (the decoder feature is at the logits' resolution) or
-    ``[info.stage_reductions[i] for i in stages]`` (r_i).
+    ``[info.logit_reduction]`` (the decoder feature and the ASPP projection are at the logits'
+    resolution) or ``[info.stage_reductions[i] for i in stages]`` (r_i).
     """
-    return _select(feature, stages, info.logit_reduction, info.stage_reductions)
+    aspp = info.logit_reduction if info.aspp_channels is not None else None
+    return _select(feature, stages, info.logit_reduction, info.stage_reductions, aspp)
 
 
 def aligned_pairs(

@@ -20,6 +20,10 @@ teacher's (H, W) before the normalisation. Each a(f)_n is a unit vector, so the 
 4/(H·W) per stage; hence the large default weight 1e4, the value CIRKD uses for AT
 (``--lambda-at 10000.`` in its ``train_scripts/train_kd/train_at.sh``, with the same mean
 reduction in its ``losses/at.py``; CIRKD applies it to one feature, here it is per stage).
+
+``feature`` picks the maps f (:data:`kdbench.method.FeatureSource`): the encoder stages
+(default), the decoder feature, or a DeepLabV3 head's ASPP projection (``aspp``, before its 3x3
+conv); ``stages`` is read only for ``feature="stages"``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
+from kdbench.method import (
+    Batch,
+    FeatureSource,
+    Method,
+    feature_pairs,
+    resolve_stages,
+    stage_sum,
+)
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
@@ -58,7 +69,7 @@ def at_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
 
 @register_method("at", "Zagoruyko & Komodakis 2017: match L2-normalised spatial attention maps")
 class AT(Method):
-    """Attention transfer on the selected encoder stages (no learnable parameters)."""
+    """Attention transfer on the selected features (no learnable parameters)."""
 
     taps = ("stages",)
     search_space = {"weight": LogUniform(1e3, 1e5)}
@@ -71,14 +82,17 @@ class AT(Method):
         *,
         weight: float = 1e4,
         stages: Sequence[int] = (-2, -1),
+        feature: FeatureSource = "stages",
     ) -> None:
         super().__init__(student, teacher)
-        self.weight = weight
-        self.stages = resolve_stages("at", stages, student, teacher)
+        self.weight, self.feature = weight, feature
+        self.stages = resolve_stages("at", stages, student, teacher) if feature == "stages" else ()
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
         # at_loss resizes the attention maps, not the features: the pairs are left unaligned
-        pairs = feature_pairs(student, teacher, "stages", self.stages, resize=False, cast=False)
+        pairs = feature_pairs(
+            student, teacher, self.feature, self.stages, resize=False, cast=False
+        )
         return {"at": self.weight * stage_sum(at_loss(fs, ft) for fs, ft in pairs)}
 
 

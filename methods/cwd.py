@@ -17,7 +17,8 @@ Both logs come from ``log_softmax``, so the loss is finite for any finite inputs
 
 By default x are the logits (C = K classes; the teacher's resized bilinearly to the student's
 size when they differ), τ = 4 and weight 3, as in the paper's segmentation setting. With
-``feature="decoder"`` or ``feature="stages"`` the method distils features instead: a learnable
+``feature="decoder"``, ``"stages"`` or ``"aspp"`` (a DeepLabV3 head's ASPP projection, before
+its 3x3 conv; :data:`kdbench.method.FeatureSource`) the method distils features instead: a learnable
 1x1 adapter maps the student to the teacher's channels (identity when they match), the adapted
 student map is resized bilinearly to the teacher's spatial size, C is the teacher's channel
 count, and the loss is summed over the selected stages.
@@ -67,7 +68,8 @@ def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 4.0) -> Tensor:
 
 @register_method("cwd", "Shu et al. 2021: KL of per-channel spatial softmaxes (logits by default)")
 class CWD(Method):
-    """Channel-wise distillation on the logits, the decoder feature or encoder stages.
+    """Channel-wise distillation on the logits, the decoder feature, encoder stages or the ASPP
+    projection.
 
     ``feature`` picks the maps; ``stages`` (Python indices into the stage list) is read only
     when ``feature="stages"``. Feature maps get one 1x1 adapter each (student -> teacher
@@ -86,7 +88,7 @@ class CWD(Method):
         *,
         tau: float = 4.0,
         weight: float = 3.0,
-        feature: Literal["logits", "decoder", "stages"] = "logits",
+        feature: Literal["logits", "decoder", "stages", "aspp"] = "logits",
         stages: Sequence[int] = (-1,),
         channels: Literal["compared", "student"] = "compared",
     ) -> None:
@@ -110,7 +112,7 @@ class CWD(Method):
         if "on" in options or True in options:
             raise KdbenchError(
                 "method 'cwd': option 'on' is now called 'feature' (YAML reads the key 'on' "
-                "as true); write feature: logits | decoder | stages"
+                "as true); write feature: logits | decoder | stages | aspp"
             )
         return super().resolve_options(options)
 

@@ -13,6 +13,10 @@ teacher's space ("regressor" in the paper), and
 where R is a bilinear resize to the teacher's spatial size (H, W), used only when the sizes
 differ. The adapter is trained jointly with the student by this loss; the paper's separate
 hint-training stage is not used (the segmentation convention of CIRKD, Yang et al. CVPR 2022).
+
+``feature`` picks the maps (:data:`kdbench.method.FeatureSource`): the encoder stages
+(default), the decoder feature, or a DeepLabV3 head's ASPP projection (``aspp``, before its 3x3
+conv), one adapter per map; ``stages`` is read only for ``feature="stages"``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.connectors import channel_adapter
-from kdbench.method import Batch, Method, feature_pairs, resolve_stages, stage_sum
+from kdbench.method import (
+    Batch,
+    FeatureSource,
+    Method,
+    distilled_channels,
+    feature_pairs,
+    resolve_stages,
+    stage_sum,
+)
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.registry import register_method
 from kdbench.search import LogUniform
@@ -36,7 +48,7 @@ def fitnet_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
 
 @register_method("fitnet", "Romero et al. 2015: MSE between adapted student and teacher features")
 class FitNet(Method):
-    """FitNets hints on the selected encoder stages, one 1x1 adapter per stage.
+    """FitNets hints on the selected features, one 1x1 adapter per map.
 
     The student feature is adapted, then bilinearly resized to the teacher's spatial size.
     """
@@ -52,17 +64,22 @@ class FitNet(Method):
         *,
         weight: float = 10.0,
         stages: Sequence[int] = (-1,),
+        feature: FeatureSource = "stages",
     ) -> None:
         super().__init__(student, teacher)
-        self.weight = weight
-        self.stages = resolve_stages("fitnet", stages, student, teacher)
-        self.adapters = nn.ModuleList(
-            channel_adapter(student.stage_channels[i], teacher.stage_channels[i])
-            for i in self.stages
+        self.weight, self.feature = weight, feature
+        self.stages = (
+            resolve_stages("fitnet", stages, student, teacher) if feature == "stages" else ()
         )
+        channels = zip(
+            distilled_channels(student, feature, self.stages),
+            distilled_channels(teacher, feature, self.stages),
+            strict=True,
+        )
+        self.adapters = nn.ModuleList(channel_adapter(cs, ct) for cs, ct in channels)
 
     def forward(self, student: Outputs, teacher: Outputs, batch: Batch) -> dict[str, Tensor]:
-        pairs = feature_pairs(student, teacher, "stages", self.stages, self.adapters)
+        pairs = feature_pairs(student, teacher, self.feature, self.stages, self.adapters)
         return {"fitnet": self.weight * stage_sum(fitnet_loss(fs, ft) for fs, ft in pairs)}
 
 

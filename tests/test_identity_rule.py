@@ -67,3 +67,21 @@ def test_a_stored_config_gives_back_the_run_and_its_needs_even_from_before_needs
         del config["needs"]  # a record written before runs named their needs
         older = RunSpec.from_dict(config)
         assert older.id == spec.id and older.needs == spec.needs
+
+
+def test_a_method_option_added_later_hashes_only_away_from_its_identity_default() -> None:
+    """``at`` and ``fitnet`` gained ``feature`` (default ``stages``, their only behaviour before):
+    a term at that value hashes as the term without the option; ``decoder`` moves the id."""
+    from dataclasses import replace
+
+    from kdbench.config.spec import IDENTITY_OPTION_DEFAULTS, identity
+
+    (spec,) = load_suite(QUICKSTART, ["seeds=[0]", "methods=[at]"]).students
+    (name, options), = spec.method_terms
+    assert (name, options["feature"]) == ("at", "stages")
+    assert IDENTITY_OPTION_DEFAULTS[("at", "feature")] == "stages"
+    before = replace(spec, method_terms=((name, {k: v for k, v in options.items()
+                                                 if k != "feature"}),))
+    assert spec.id == before.id and "feature" not in identity(spec)["method_terms"][0][1]
+    moved = replace(spec, method_terms=((name, {**options, "feature": "decoder"}),))
+    assert moved.id != spec.id

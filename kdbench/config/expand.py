@@ -26,6 +26,7 @@ from kdbench.config.tuning import trials as tuning_trials
 from kdbench.config.validate import (
     Terms,
     check_eval,
+    check_head_taps,
     check_launch_section,
     check_processes,
     check_rgb_only,
@@ -174,6 +175,7 @@ def _grid(settings: dict[str, Any], where: str, common: dict[str, Any]) -> _Grid
     teacher_head = student_head if teacher is None else head(teacher, "teacher.head", where)
     check_eval(settings["eval"], where)
     heads = {"student": student_head, "teacher": teacher_head}
+    check_head_taps(rows, heads, where)
     return _Grid(settings, where, rows, given, heads, common)
 
 

@@ -11,7 +11,8 @@
   logging, tracker or progress-display key added later belongs here too);
 - a key added later whose default reproduces the earlier behaviour declares that default in
   :data:`IDENTITY_DEFAULTS`: while a run sits at it, the key is left out of the hash, so existing
-  ids (and the results trained under them) stay valid; any other value moves the id. ``needs``
+  ids (and the results trained under them) stay valid; any other value moves the id; a method
+  option added later does the same in :data:`IDENTITY_OPTION_DEFAULTS`. ``needs``
   follows the same rule: it is hashed only where it differs from what ``teacher_id`` and
   ``train.tune`` already say (:func:`implied_needs`).
 """
@@ -179,6 +180,12 @@ IDENTITY_DEFAULTS: dict[str, Any] = {
 }
 """``"section.key"`` -> the value of a key added after runs were trained under ids that did not
 hash it, that reproduces their behaviour: at that value the key is left out of the hash."""
+IDENTITY_OPTION_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("at", "feature"): "stages",
+    ("fitnet", "feature"): "stages",
+}
+"""``(method, option)`` -> the value of a method option added after runs were trained without
+it, that reproduces their behaviour: a term at that value hashes without the option."""
 IDENTITY_ALIASES: dict[str, tuple[Any, Any]] = {"train.channels_last": (None, False)}
 """``"section.key"`` -> ``(value, as)`` for a key whose default was widened after runs were
 trained: a run at ``value`` hashes as one at ``as``, the value that gave the same computation
@@ -200,6 +207,10 @@ def identity(spec: RunSpec) -> dict[str, Any]:
         node, key = _parent(out, dotted)
         if node is not None and key in node and node[key] == default:
             del node[key]
+    for name, options in out["method_terms"]:
+        for (method, option), default in IDENTITY_OPTION_DEFAULTS.items():
+            if name == method and option in options and options[option] == default:
+                del options[option]
     for dotted, (value, alias) in IDENTITY_ALIASES.items():
         node, key = _parent(out, dotted)
         if node is not None and key in node and node[key] is value:

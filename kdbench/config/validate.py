@@ -132,6 +132,27 @@ def method_rows(value: Any, where: str) -> tuple[list[tuple[str, Terms]], dict[s
     return rows, given
 
 
+def check_head_taps(
+    rows: list[tuple[str, Terms]], heads: dict[str, dict[str, Any]], where: str
+) -> None:
+    """A row term reading a head's own tap (``feature: aspp``) needs a head with that tap for
+    the student and the teacher (:func:`kdbench.models.heads.heads_with_tap`)."""
+    from kdbench.models.heads import heads_with_tap
+
+    having = heads_with_tap("aspp")
+    for label, terms in rows:
+        for name, options in terms:
+            if options.get("feature") != "aspp":
+                continue
+            for role, model_head in heads.items():
+                if model_head["name"] not in having:
+                    raise KdbenchError(
+                        f"{where}: methods.{label}: method {name!r}: feature: aspp reads the "
+                        f"head's aspp tap, which the {role}'s head {model_head['name']!r} does "
+                        f"not have; heads with it: {', '.join(having)}"
+                    )
+
+
 def resolve_dataset(
     name: str, options: dict[str, Any], where: str, roots: list[str]
 ) -> dict[str, Any]:

@@ -5,7 +5,10 @@ Every head is built as ``cls(stage_channels, stage_reductions, channels, num_cla
 (N, C_i, H / r_i, W / r_i)) and its ``forward(stages)`` returns ``(d, z)``: the decoder feature
 d (N, D, h, w) that the final 1x1 classifier reads, and the logits z = W_cls d + b
 (N, K, h, w), with (h, w) = input / ``reduction``. So every head exposes the same taps
-(encoder stages, decoder feature, logits) and every method works with every head.
+(encoder stages, decoder feature, logits) and every method works with every head. A head may
+expose more taps, named in its class attribute ``head_taps`` and computed on the way to d:
+deeplabv3's ``aspp`` (its ASPP projection, before the 3x3 conv that gives d). The model reads
+them through :func:`head_forward`; :func:`heads_with_tap` names the heads that have one.
 
 Options shared by all heads and handled by the model, not the head (:func:`split_options`):
 ``output_stride`` (8, 16 or 32: the encoder's last reduction, through timm's dilated
@@ -21,7 +24,7 @@ logits at 1/4.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +103,16 @@ class DeepLabV3Head(nn.Module):
         a_0 = ReLU(BN(W_0 f_L))                                    1x1
         a_j = ReLU(BN(W_j *_{r_j} f_L)),  j = 1, 2, 3              3x3, dilation r_j
         a_4 = up(ReLU(BN(W_4 avgpool(f_L))), (h, w))               image pooling
-        d   = ReLU(BN(Conv3x3(ReLU(BN(W_p [a_0; ..; a_4])))))      (N, D, h, w)
+        a   = ReLU(BN(W_p [a_0; ..; a_4]))                         (N, D, h, w)  tap ``aspp``
+        d   = ReLU(BN(Conv3x3(a)))                                 (N, D, h, w)  ``decoder``
         z   = W_cls dropout(d) + b
 
     ``rates`` default to (12, 24, 36) at output stride 8 and (6, 12, 18) otherwise, as in the
-    paper. Each branch has D channels.
+    paper. Each branch has D channels. :meth:`aspp` gives a and :meth:`tail` (d, z) from it;
+    ``forward`` is their composition.
     """
+
+    head_taps: ClassVar[tuple[str, ...]] = ("aspp",)
 
     def __init__(
         self,
@@ -131,12 +138,20 @@ class DeepLabV3Head(nn.Module):
         self.smooth = conv_bn_relu(channels, channels, 3)
         self.head = _Classifier(channels, num_classes, dropout)
 
-    def forward(self, stages: Sequence[Tensor]) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def aspp(self, stages: Sequence[Tensor]) -> Tensor:
+        """a = ReLU(BN(W_p [a_0; ..; a_4])) (N, D, h, w): the ASPP projection of f_L."""
         f = stages[-1]
         pooled = self.pool(F.adaptive_avg_pool2d(f, 1))
         parts = [b(f) for b in self.branches] + [pooled.expand(-1, -1, *f.shape[-2:])]
-        d = self.smooth(self.project(torch.cat(parts, dim=1)))
+        return self.project(torch.cat(parts, dim=1))
+
+    def tail(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """(d, z) from the ASPP projection a: the 3x3 conv, then the classifier."""
+        d = self.smooth(a)
         return d, self.head(d)
+
+    def forward(self, stages: Sequence[Tensor]) -> tuple[Tensor, Tensor]:  # noqa: D102
+        return self.tail(self.aspp(stages))
 
 
 @register_head("pspnet", "Zhao et al. 2017: pyramid pooling on the deepest stage")
@@ -232,6 +247,31 @@ class AuxHead(nn.Module):
 
     def forward(self, f: Tensor) -> Tensor:  # noqa: D102
         return self.head(self.body(f))
+
+
+def head_forward(
+    head: nn.Module, stages: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """``(d, z, taps)``: the head's decoder feature and logits, and its own taps by name
+    (``head_taps``; deeplabv3: ``{"aspp": a}``, computed once on the way to d; else empty)."""
+    if "aspp" in getattr(head, "head_taps", ()):
+        a = head.aspp(stages)
+        d, z = head.tail(a)
+        return d, z, {"aspp": a}
+    d, z = head(stages)
+    return d, z, {}
+
+
+def aspp_channels(head: nn.Module) -> int | None:
+    """Channels of the head's ``aspp`` tap (its width D), or None when it has none."""
+    return int(head.channels) if "aspp" in getattr(head, "head_taps", ()) else None
+
+
+def heads_with_tap(tap: str) -> list[str]:
+    """The registered heads whose ``head_taps`` include ``tap`` (for error messages)."""
+    from kdbench.registry import HEADS
+
+    return [e.name for e in HEADS if tap in getattr(e.obj, "head_taps", ())]
 
 
 def build_head(

@@ -24,6 +24,8 @@ class TapInfo:
     num_classes: int
     logit_reduction: int
     """Downsampling factor of the logits relative to the input (4 for the built-in decoder)."""
+    aspp_channels: int | None = None
+    """Channels of the ASPP projection (``Outputs.aspp``), or None when the head has none."""
 
 
 @dataclass
@@ -36,9 +38,13 @@ class Outputs:
     - ``decoder``: (N, D, h, w), the feature the 1x1 classifier turns into ``logits``.
     - ``aux``: (N, K, h', w') logits of the auxiliary FCN head (head option ``aux``), or None;
       only the trainer's auxiliary cross-entropy reads them.
+    - ``aspp``: (N, D_a, h, w), the ASPP projection of a DeepLabV3 head (before the 3x3 conv
+      that gives ``decoder``; :class:`~kdbench.models.heads.DeepLabV3Head`), or None for a head
+      without one.
     """
 
     logits: Tensor
     stages: tuple[Tensor, ...]
     decoder: Tensor
     aux: Tensor | None = None
+    aspp: Tensor | None = None

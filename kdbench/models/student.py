@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from kdbench.models.backbone import Encoder, Pretrained
-from kdbench.models.heads import build_head, split_options
+from kdbench.models.heads import aspp_channels, build_head, head_forward, split_options
 from kdbench.models.outputs import Outputs, TapInfo
 
 __all__ = ["Segmenter"]
@@ -67,11 +67,13 @@ class Segmenter(nn.Module):
             decoder_channels=decoder_channels,
             num_classes=num_classes,
             logit_reduction=self.decoder.reduction,
+            aspp_channels=aspp_channels(self.decoder),
         )
 
     def forward(self, rgb: Tensor, x: Tensor | None = None) -> Outputs:
-        """(N, in_chans, H, W) -> logits (N, K, H/r, W/r), stages f_i, decoder (N, D, H/r, W/r)."""
+        """(N, in_chans, H, W) -> logits (N, K, H/r, W/r), stages f_i, decoder (N, D, H/r, W/r)
+        and the head's own taps (deeplabv3: ``aspp``)."""
         stages = tuple(self.encoder(rgb))
-        feature, logits = self.decoder(stages)
+        feature, logits, taps = head_forward(self.decoder, stages)
         aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
-        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
+        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux, **taps)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from kdbench.errors import KdbenchError
 from kdbench.models.backbone import Encoder, Pretrained
-from kdbench.models.heads import build_head, split_options
+from kdbench.models.heads import aspp_channels, build_head, head_forward, split_options
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.models.student import Segmenter
 from kdbench.registry import register_teacher
@@ -145,6 +145,7 @@ class DuplexEncoderTeacher(nn.Module):
             decoder_channels=decoder_channels,
             num_classes=num_classes,
             logit_reduction=self.decoder.reduction,
+            aspp_channels=aspp_channels(self.decoder),
         )
 
     def build_fusion(self) -> None:
@@ -158,9 +159,9 @@ class DuplexEncoderTeacher(nn.Module):
     def forward(self, rgb: Tensor, x: Tensor) -> Outputs:
         """rgb (N, 3, H, W), x (N, C_x, H, W) -> logits (N, K, H/r, W/r), fused stages, decoder."""
         stages = self.encode(rgb, x)
-        feature, logits = self.decoder(stages)
+        feature, logits, taps = head_forward(self.decoder, stages)
         aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
-        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
+        return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux, **taps)
 
 
 @register_teacher("intermediate", "duplex RGB-X encoder fused at every stage (LIX, SNE-RoadSeg)")
@@ -216,7 +217,8 @@ class LateFusionTeacher(nn.Module):
     so training starts from the sum of the two branches' logits and may learn any per-class
     linear mix. Taps: ``stages`` are the per-stage concatenations [f^R_i; f^X_i]
     (N, C^R_i + C^X_i, H / r_i, W / r_i), everything the teacher knows at stage i; ``decoder``
-    is [d^R; d^X] (N, 2D, h, w), of which z is a linear 1x1 function, as for the other models.
+    is [d^R; d^X] (N, 2D, h, w), of which z is a linear 1x1 function, as for the other models;
+    with a deeplabv3 head ``aspp`` is [a^R; a^X] (N, 2D, h, w).
     With an auxiliary head (head option ``aux``) both branches have one and ``aux`` is the sum
     of their auxiliary logits (like z at initialisation).
     """
@@ -268,6 +270,7 @@ class LateFusionTeacher(nn.Module):
             decoder_channels=2 * decoder_channels,
             num_classes=num_classes,
             logit_reduction=rgb.logit_reduction,
+            aspp_channels=None if rgb.aspp_channels is None else 2 * rgb.aspp_channels,
         )
 
     def forward(self, rgb: Tensor, x: Tensor) -> Outputs:
@@ -280,6 +283,7 @@ class LateFusionTeacher(nn.Module):
                 torch.cat([fa, fb], dim=1) for fa, fb in zip(a.stages, b.stages, strict=True)
             ),
             decoder=torch.cat([a.decoder, b.decoder], dim=1),
+            aspp=None if a.aspp is None or b.aspp is None else torch.cat([a.aspp, b.aspp], dim=1),
         )
 
 

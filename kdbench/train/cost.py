@@ -132,6 +132,7 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
             logits=_leaf(out.logits),
             stages=tuple(_leaf(s) for s in out.stages),
             decoder=_leaf(out.decoder),
+            aspp=None if out.aspp is None else _leaf(out.aspp),
         )
         batch = Batch(rgb=rgb, x=x, label=label, step=0, total_steps=total_steps)
 
@@ -151,11 +152,11 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
             pairs = [(ce, None)] + [
                 (o, leaf.grad)
                 for o, leaf in zip(
-                    (out.logits, *out.stages, out.decoder),
-                    (leaves.logits, *leaves.stages, leaves.decoder),
+                    (out.logits, *out.stages, out.decoder, out.aspp),
+                    (leaves.logits, *leaves.stages, leaves.decoder, leaves.aspp),
                     strict=True,
                 )
-                if leaf.grad is not None
+                if leaf is not None and leaf.grad is not None
             ]
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
 

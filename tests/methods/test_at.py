@@ -61,7 +61,7 @@ def test_at_loss_matches_float64_loop_with_different_channel_counts() -> None:
 
 
 def test_method_sums_the_last_two_stages_with_the_cirkd_weight() -> None:
-    assert method_options(AT) == {"weight": 1e4, "stages": (-2, -1)}
+    assert method_options(AT) == {"weight": 1e4, "stages": (-2, -1), "feature": "stages"}
     gen = torch.Generator().manual_seed(2)
     s, t = stage_outputs(STUDENT, gen), stage_outputs(TEACHER, gen)
     method = AT(STUDENT, TEACHER)

@@ -43,7 +43,7 @@ def fitnet_loop(weight: torch.Tensor, fs: torch.Tensor, ft: torch.Tensor) -> flo
 
 
 def test_method_matches_float64_loop_through_the_adapter() -> None:
-    assert method_options(FitNet) == {"weight": 10.0, "stages": (-1,)}
+    assert method_options(FitNet) == {"weight": 10.0, "stages": (-1,), "feature": "stages"}
     gen = torch.Generator().manual_seed(0)
     s, t = stage_outputs(STUDENT, gen), stage_outputs(TEACHER, gen)
     method = FitNet(STUDENT, TEACHER).double()

@@ -125,7 +125,7 @@ def test_an_unknown_feature_source_is_a_bug_not_a_user_error() -> None:
         ),
         (
             lambda: SKD(STUDENT, TEACHER, feature="logits"),
-            "method 'skd'.feature: expected one of decoder, stages, got 'logits'",
+            "method 'skd'.feature: expected one of decoder, stages, aspp, got 'logits'",
         ),
         (
             lambda: IFVD(STUDENT, TEACHER, reduction="sum"),
@@ -133,15 +133,15 @@ def test_an_unknown_feature_source_is_a_bug_not_a_user_error() -> None:
         ),
         (
             lambda: IFVD(STUDENT, TEACHER, feature="logits"),
-            "method 'ifvd'.feature: expected one of decoder, stages, got 'logits'",
+            "method 'ifvd'.feature: expected one of decoder, stages, aspp, got 'logits'",
         ),
         (
             lambda: CIRKD(STUDENT, TEACHER, feature="logits"),
-            "method 'cirkd'.feature: expected one of decoder, stages, got 'logits'",
+            "method 'cirkd'.feature: expected one of decoder, stages, aspp, got 'logits'",
         ),
         (
             lambda: CWD(STUDENT, TEACHER, feature="stage"),
-            "method 'cwd'.feature: expected one of logits, decoder, stages, got 'stage'",
+            "method 'cwd'.feature: expected one of logits, decoder, stages, aspp, got 'stage'",
         ),
     ],
 )
