@@ -39,6 +39,8 @@ from kdbench.config.spec import (
     KINDS,
     TRAIN_NOT_IDENTITY,
     RunSpec,
+    executor_of,
+    known_kind,
     register_kind,
     run_id,
     stage_of,
@@ -49,6 +51,6 @@ __all__ = [
     "IDENTITY_EXCLUDED", "KINDS",
     "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_SCHEMA", "TRAIN_NOT_IDENTITY",
     "TRAIN_SCHEMA", "TUNE_SCHEMA", "RunSpec", "Suite", "amp_mode", "apply_override",
-    "budget_label", "expand", "load_suite", "matched", "read_yaml", "register_kind", "run_id",
-    "stage_of",
+    "budget_label", "executor_of", "expand", "known_kind", "load_suite", "matched", "read_yaml",
+    "register_kind", "run_id", "stage_of",
 ]

@@ -61,6 +61,8 @@ class Segmenter(nn.Module):
             num_classes,
             dict(head_options or {}),
         )
+        self.aux_in_eval = False
+        """Whether the auxiliary head also runs in eval mode (:func:`emit_aux`)."""
         self.tap_info = TapInfo(
             stage_channels=self.encoder.channels,
             stage_reductions=self.encoder.reductions,
@@ -73,5 +75,6 @@ class Segmenter(nn.Module):
         """(N, in_chans, H, W) -> logits (N, K, H/r, W/r), stages f_i, decoder (N, D, H/r, W/r)."""
         stages = tuple(self.encoder(rgb))
         feature, logits = self.decoder(stages)
-        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and (
+            self.training or self.aux_in_eval) else None
         return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux)
