@@ -20,7 +20,9 @@ batches are a function of (seed, step) (:mod:`kdbench.train.pipeline`) and the b
 statistics a step uses are its batch's, so a resumed stage equals an unbroken one. At the end,
 the tokens go to ``tokens.pt`` in the run's folder (:data:`methods.maskd.TOKENS_FILE`), the loss
 curve to its history, and the record gains ``tokens`` (shape, final loss), ``cost`` (steps,
-FLOPs, step time, memory, device-hours) and ``timing``. Under data parallelism each rank takes
+FLOPs, step time, memory, device-hours), ``timing`` and ``metrics``: the scores, on the
+evaluation split under the suite's protocol, of what stage 1 trains, the teacher's logits
+recombined by the tokens Σ_t M_t ⊙ z^T (:class:`Recombined`, the teacher in eval mode). Under data parallelism each rank takes
 its shard of every batch (the teacher's batch norm then uses the rank's statistics, as
 per-GPU batch norm does) and the ranks' token gradients are averaged; rank 0 writes.
 """
@@ -46,12 +48,15 @@ from kdbench.train.build import build_datasets, load_teacher, pick_device, teach
 from kdbench.train.context import Stopped, stop_requested
 from kdbench.train.cost import counted, median_step_seconds
 from kdbench.train.environment import environment, memory_source, peak_memory_mb, session
+from kdbench.train.evaluation import describe as describe_protocol
+from kdbench.train.evaluation import evaluate
 from kdbench.train.fit import Progress
 from kdbench.train.loop import derived_seed, lr_factor, to_device
+from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
-from kdbench.train.pipeline import train_loader
 from kdbench.train.precision import NonFiniteError, autocast
-from methods.maskd import TOKENS_FILE, initial_tokens, token_loss
+from kdbench.models.outputs import Outputs
+from methods.maskd import TOKENS_FILE, initial_tokens, token_loss, token_masks
 
 TOKEN_STREAM = 7
 """Stream of :func:`~kdbench.train.loop.derived_seed` for the initial tokens."""
@@ -87,11 +92,24 @@ class Stage:
     """Steps per epoch of the training split (for progress lines)."""
 
 
+class Recombined(nn.Module):
+    """The teacher with its logits recombined by the tokens: z ↦ Σ_t M_t ⊙ z, (N, K, h, w)."""
+
+    def __init__(self, teacher: nn.Module, tokens: Tensor) -> None:
+        super().__init__()
+        self.teacher, self.tokens = teacher, tokens
+
+    def forward(self, rgb: Tensor, x: Tensor | None) -> Outputs:  # noqa: D102
+        out = self.teacher(rgb, x)
+        z = out.logits.float()
+        return replace(out, logits=token_masks(z, self.tokens).sum(1, keepdim=True) * z)
+
+
 def learn_tokens(spec: RunSpec, store: RunStore, progress: Progress | None) -> dict[str, Any]:
     """Execute the ``maskd_tokens`` run ``spec`` (module doc); return what its record gains."""
     started = time.perf_counter()
     cpu_threads = configure_threads()
-    train_set, _ = build_datasets(spec)
+    train_set, eval_set = build_datasets(spec)
     stage = _build(spec, store, train_set, started)
     cfg = spec.train
     batches = start_workers(train_loader(
@@ -107,7 +125,8 @@ def learn_tokens(spec: RunSpec, store: RunStore, progress: Progress | None) -> d
             flops = _step_flops(stage, data)
         _step(stage, data)
         _after_step(stage, progress)
-    return _finish(stage, store, flops, cpu_threads)
+    result = _finish(stage, store, flops, cpu_threads)
+    return {**result, **_scores(stage, eval_set)}
 
 
 def _build(spec: RunSpec, store: RunStore, train_set: Any, started: float) -> Stage:
@@ -226,6 +245,19 @@ def _save(stage: Stage) -> None:
     state = {**asdict(stage.state), "elapsed": elapsed}
     checkpoint.save(stage.checkpoint, {"tokens": stage.tokens.detach().cpu(),
                                        "optimizer": stage.optimizer.state_dict(), **state})
+
+
+def _scores(stage: Stage, eval_set: Any) -> dict[str, Any]:
+    """The recombined teacher's metrics on the evaluation split (module doc)."""
+    spec = stage.spec
+    protocol = {**spec.eval, "batch_size": spec.eval["batch_size"] or spec.train["batch_size"]}
+    model = Recombined(stage.teacher, stage.tokens.detach())
+    metrics = evaluate(
+        model, eval_set, uses_x=True, protocol=protocol, device=stage.device,
+        workers=resolve_workers(spec.train["workers"]),
+        autocast=lambda: autocast(stage.device, spec.train["amp"]),
+    )
+    return {"metrics": metrics, "eval_protocol": describe_protocol(protocol)}
 
 
 def _finish(
