@@ -56,6 +56,7 @@ from kdbench.method import IGNORE_INDEX, Batch, Method, MethodStage, resize_like
 from kdbench.models.outputs import Outputs, TapInfo
 from kdbench.options import Ge
 from kdbench.registry import register_method
+from kdbench.search import LogUniform
 
 MASK_EPS = 1e-5
 """Added to Σ_p M_t(p) in :func:`maskd_loss` (the authors' constant)."""
@@ -151,6 +152,9 @@ class MasKD(Method):
 
     taps = ("logits", "aux")
     stage = STAGE
+    search_space = {"weight": LogUniform(0.1, 10.0), "aux": LogUniform(0.1, 1.0)}
+    """What ``tune:`` searches (:mod:`kdbench.search`): the loss weights (never a stage option,
+    so every trial of a row shares the row's stage run)."""
 
     def __init__(
         self,
