@@ -221,3 +221,16 @@ def test_list_methods_shows_maskd_and_its_stage() -> None:
     for option in ("weight", "aux", "num_tokens", "token_steps"):
         assert option in text
     assert "10000" in text and "0.4" in text and "maskd_tokens" in text
+
+
+def test_a_cache_hit_keeps_the_stage_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdbench.suite_cache import load_suite_cached
+
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "maskd.yaml"
+    path.write_text(yaml.safe_dump(tiny(name="maskd", methods=METHODS)))
+    first = load_suite_cached(path)
+    again = load_suite_cached(path)  # a hit
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert len(again.stages) == 2
+    assert [s.to_dict() for s in again.runs] == [s.to_dict() for s in first.runs]
