@@ -29,6 +29,7 @@ per-GPU batch norm does) and the ranks' token gradients are averaged; rank 0 wri
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -153,18 +154,32 @@ def _build(spec: RunSpec, store: RunStore, train_set: Any, started: float) -> St
 
 
 def _restore(path: Path, tokens: nn.Parameter, optimizer: torch.optim.SGD) -> TokenState:
-    """The state saved at ``path`` loaded into ``tokens`` and ``optimizer``; fresh if none."""
+    """The state saved at ``path`` loaded into ``tokens`` and ``optimizer``; fresh if none. A
+    checkpoint that cannot be loaded is moved aside to ``checkpoint.pt.corrupt`` and the stage
+    starts from step 0 with its initial tokens (as the trainer does:
+    :func:`kdbench.train.state.restore`)."""
     if not path.exists():
         return TokenState()
-    saved = checkpoint.load(path)
-    missing = [k for k in ("tokens", "optimizer", *(f.name for f in fields(TokenState)))
-               if k not in saved]
-    if missing:
-        raise KdbenchError(f"{path}: incomplete token checkpoint (no {', '.join(missing)})")
-    with torch.no_grad():
-        tokens.copy_(saved["tokens"])
-    optimizer.load_state_dict(saved["optimizer"])
-    state = TokenState(**{f.name: saved[f.name] for f in fields(TokenState)})
+    initial = tokens.detach().clone()
+    try:
+        saved = checkpoint.load(path)
+        missing = [k for k in ("tokens", "optimizer", *(f.name for f in fields(TokenState)))
+                   if k not in saved]
+        if missing:
+            raise KdbenchError(f"{path}: incomplete token checkpoint (no {', '.join(missing)})")
+        state = TokenState(**{f.name: saved[f.name] for f in fields(TokenState)})
+        with torch.no_grad():
+            tokens.copy_(saved["tokens"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (KdbenchError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        with torch.no_grad():
+            tokens.copy_(initial)
+        optimizer.state.clear()
+        aside = path.with_name(f"{path.name}.corrupt")
+        path.replace(aside)
+        print(f"kdbench: {exc}; moved to {aside}, learning the tokens from step 0",
+              file=sys.stderr)
+        return TokenState()
     state.resumed_from = [*state.resumed_from, state.step]
     return state
 

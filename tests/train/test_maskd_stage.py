@@ -234,3 +234,21 @@ def test_a_cache_hit_keeps_the_stage_runs(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(list((tmp_path / "cache").glob("*.json"))) == 1
     assert len(again.stages) == 2
     assert [s.to_dict() for s in again.runs] == [s.to_dict() for s in first.runs]
+
+
+def test_a_garbage_stage_checkpoint_is_moved_aside_and_the_stage_run_again(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    results, suite = trained
+    stage = suite.stages[0]
+    store = RunStore(tmp_path)
+    (tmp_path / "runs").mkdir()
+    os.symlink(RunStore(results).run_dir(stage.teacher_id), tmp_path / "runs" / stage.teacher_id)
+    store.checkpoint_path(stage.id).parent.mkdir(parents=True)
+    store.checkpoint_path(stage.id).write_bytes(b"not a checkpoint")
+    record = train_run(stage, tmp_path)
+    assert record["status"] == "complete" and record["resumed_from"] == []
+    assert store.history(stage.id) == RunStore(results).history(stage.id)
+    aside = store.checkpoint_path(stage.id).with_name("checkpoint.pt.corrupt")
+    assert aside.read_bytes() == b"not a checkpoint"
+    assert "learning the tokens from step 0" in capsys.readouterr().err
