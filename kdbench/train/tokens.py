@@ -242,11 +242,12 @@ def _after_step(stage: Stage, progress: Progress | None) -> None:
 
 
 def _read_window(state: TokenState) -> None:
-    """The window's losses read to the host (one read); a non-finite one fails the run."""
+    """The window's losses, averaged over the ranks, read to the host (one read); a non-finite
+    one fails the run. Every rank calls it at the same steps (a collective)."""
     pending = [i for i, w in enumerate(state.window) if isinstance(w["loss"], Tensor)]
     if not pending:
         return
-    values = torch.stack([state.window[i]["loss"] for i in pending]).tolist()
+    values = mean_over_ranks(torch.stack([state.window[i]["loss"] for i in pending])).tolist()
     for i, value in zip(pending, values, strict=True):
         if not torch.isfinite(torch.tensor(value)):
             step = state.step - len(state.window) + i + 1

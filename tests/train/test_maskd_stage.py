@@ -252,3 +252,31 @@ def test_a_garbage_stage_checkpoint_is_moved_aside_and_the_stage_run_again(
     aside = store.checkpoint_path(stage.id).with_name("checkpoint.pt.corrupt")
     assert aside.read_bytes() == b"not a checkpoint"
     assert "learning the tokens from step 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_run_the_stage_and_its_student(tmp_path: Path) -> None:
+    """``launch.tasks_per_node: 2``: the teacher, the stage and a maskd student each trained by
+    2 local ranks (gloo); rank 0 alone writes the tokens and the records."""
+    path = tmp_path / "ddp.yaml"
+    data = tiny(name="maskd_ddp", methods=[METHODS[1]], train={**TRAIN, "workers": 0},
+                launch={"tasks_per_node": 2})
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDBENCH_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", "run", str(path), "--results", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    suite = load_suite(path)
+    store = RunStore(tmp_path / "r")
+    [stage] = suite.stages
+    record = store.load(stage.id)
+    assert record["status"] == "complete" and record["env"]["processes"] == 2
+    assert len(record["sessions"]) == 1  # rank 0 alone wrote the record
+    assert [h["step"] for h in store.history(stage.id)] == [2, 4]
+    tokens = torch.load(store.run_dir(stage.id) / TOKENS_FILE, weights_only=True)["tokens"]
+    assert tokens.shape == (8, 7) and torch.isfinite(tokens).all()
+    [student] = suite.students
+    assert store.load(student.id)["status"] == "complete"
+    assert "maskd" in store.history(student.id)[-1]["losses"]
