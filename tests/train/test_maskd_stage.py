@@ -280,3 +280,16 @@ def test_two_gloo_processes_run_the_stage_and_its_student(tmp_path: Path) -> Non
     [student] = suite.students
     assert store.load(student.id)["status"] == "complete"
     assert "maskd" in store.history(student.id)[-1]["losses"]
+
+
+def test_tuning_trials_of_a_maskd_row_share_its_stage(tmp_path: Path) -> None:
+    """``tune:`` samples the loss weights only: every trial and the tuned student of a row need
+    the row's one stage run."""
+    suite = staged_suite(tmp_path, tune={"trials": 2})
+    trials = [t for t in suite.trials if t.method == "maskd4"]
+    [student] = [s for s in suite.students if s.method == "maskd4"]
+    [stage] = [s for s in suite.stages if s.id in student.needs]
+    assert len(trials) == 2 and all(stage.id in t.needs for t in trials)
+    assert {t.method_terms[0][1]["weight"] for t in trials} != {1.0}  # sampled
+    assert all(t.method_terms[0][1]["token_steps"] == 4 for t in trials)
+    assert len(suite.stages) == 2
