@@ -18,7 +18,6 @@ from typing import Any
 
 from kdbench.config.spec import RunSpec
 from kdbench.config.validate import methods_code
-from kdbench.method import canonical
 from kdbench.registry import METHODS
 
 NOT_STAGE_RECIPE = ("budget", "eval_every", "log")
@@ -29,6 +28,8 @@ evaluates and logs no trackers)."""
 def stage_run(teacher: RunSpec, name: str, options: Mapping[str, Any]) -> RunSpec | None:
     """The stage run that the method ``name`` with resolved ``options`` needs after
     ``teacher``, or None if the method declares no stage."""
+    from kdbench.method import canonical  # imports torch: only where a method is resolved
+
     stage = METHODS.get(name).stage
     if stage is None:
         return None
