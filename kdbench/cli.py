@@ -194,6 +194,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         for entry in METHODS:
             _print_entry(entry.name, entry.description, entry.obj.options())
+            if entry.obj.stage is not None:
+                stage = entry.obj.stage
+                print(f"{'':14s}stage: a {stage.kind} run per teacher and "
+                      f"{', '.join(stage.options)}, before the students")
     elif args.what == "datasets":
         from kdbench.options import signature_options
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "FeatureSource",
     "Method",
     "MethodSet",
+    "MethodStage",
     "aligned_pairs",
     "build_method",
     "canonical",
@@ -114,6 +116,30 @@ def resize_like(x: Tensor, ref: Tensor) -> Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@dataclass(frozen=True)
+class MethodStage:
+    """A run a method needs before its students train: its own kind of run in the run graph.
+
+    The suite's expansion (:mod:`kdbench.config.stages`) makes one run of kind ``kind`` per
+    teacher and setting of the method's stage ``options`` (shared by every student of that
+    teacher with those settings); it needs the teacher, and each such student needs it. The
+    stage run executes ``execute`` (``"module:function"``, :func:`kdbench.config.register_kind`)
+    with the launch resources of ``launch`` and trains with the teacher's data recipe, ``recipe``
+    over it and ``steps`` = the value of the option named ``steps``. Before a student trains, the
+    build step hands the method its stage run's folder (:meth:`Method.load_stage`).
+    """
+
+    kind: str
+    execute: str
+    options: tuple[str, ...]
+    """The method's options that configure the stage (they enter the stage run's id)."""
+    steps: str
+    """The option that is the stage's number of steps."""
+    recipe: Mapping[str, Any]
+    """``train`` keys of the stage (optimizer, lr, schedule, ...) over the teacher's recipe."""
+    launch: str = "teacher"
+
+
 class Method(nn.Module):
     """Base class of a distillation method.
 
@@ -142,6 +168,8 @@ class Method(nn.Module):
     taps: ClassVar[tuple[str, ...]] = ()
     search_space: ClassVar[Mapping[str, Any]] = {}
     """Option -> :mod:`kdbench.search` space that ``tune:`` samples (loss weights, temperature)."""
+    stage: ClassVar[MethodStage | None] = None
+    """The run the method needs before its students (MasKD's token learning), or None."""
 
     def __new__(cls, *args: Any, **options: Any) -> Method:
         """Check the keyword ``options`` (:meth:`resolve_options`) before ``__init__`` runs.
@@ -206,6 +234,13 @@ class Method(nn.Module):
         action keeps must live in the module's parameters or buffers, so the run's checkpoint
         holds it. The default does nothing.
         """
+
+    def load_stage(self, folder: Path) -> None:
+        """Read what the method's :attr:`stage` run wrote into ``folder`` (its run folder).
+
+        Called once by :func:`build_method`, before training, for a method that declares a
+        stage; the artefact is read with ``torch.load(weights_only=True)``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no stage")
 
     def extra_parameters(self) -> int:
         """Number of trainable parameters the method adds to the student's."""
@@ -275,18 +310,31 @@ class MethodSet(Method):
 
 
 def build_method(
-    terms: list[tuple[str, Mapping[str, Any]]], student: TapInfo, teacher: TapInfo | None
+    terms: list[tuple[str, Mapping[str, Any]]],
+    student: TapInfo,
+    teacher: TapInfo | None,
+    stages: Mapping[int, Path] | None = None,
 ) -> MethodSet:
     """Build the method set of one run from ``[(registered name, options), ...]``.
 
+    ``stages`` (what training passes) maps the index of each term whose method declares a
+    :attr:`Method.stage` to the folder of its stage run, handed to :meth:`Method.load_stage`;
+    without ``stages`` (loss tests, FLOP counts) such a method keeps its initial artefact.
     Raises :class:`KdbenchError` for an unknown method or option, naming both (constructing a
-    method checks its options: :meth:`Method.__new__`).
+    method checks its options: :meth:`Method.__new__`), and for a staged term missing from
+    ``stages``.
     """
     built: dict[str, Method] = {}
     for i, (name, options) in enumerate(terms):
         cls = METHODS.get(name)
         key = name if name not in built else f"{name}{i}"
         built[key] = cls(student, teacher, **cls.resolve_options(options))
+        if cls.stage is not None and stages is not None:
+            if i not in stages:
+                raise KdbenchError(
+                    f"method {name!r} needs its {cls.stage.kind} run; none was given"
+                )
+            built[key].load_stage(stages[i])
     return MethodSet(built)
 
 

@@ -103,6 +103,7 @@ def _to_json(suite: Suite) -> dict[str, Any]:
         "teachers": [s.to_dict() for s in suite.teachers],
         "students": [s.to_dict() for s in suite.students],
         "trials": [s.to_dict() for s in suite.trials],
+        "stages": [s.to_dict() for s in suite.stages],
         "data_roots": suite.data_roots,
     }
 
@@ -116,6 +117,7 @@ def _from_json(data: dict[str, Any], path: Path) -> Suite:
         [RunSpec.from_dict(c) for c in data["students"]],
         data["data_roots"],
         [RunSpec.from_dict(c) for c in data["trials"]],
+        [RunSpec.from_dict(c) for c in data["stages"]],
     )
 
 

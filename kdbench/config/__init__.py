@@ -40,7 +40,9 @@ from kdbench.config.spec import (
     TEACHER_KINDS,
     TRAIN_NOT_IDENTITY,
     RunSpec,
+    executor_of,
     is_teacher,
+    known_kind,
     register_kind,
     run_id,
     stage_of,
@@ -52,6 +54,7 @@ __all__ = [
     "MATCHED_BASELINE", "MAX_NODES", "SUITE_SCHEMA", "TEACHER_KINDS", "TEACHER_SCHEMA",
     "TRAIN_NOT_IDENTITY",
     "TRAIN_SCHEMA", "TUNE_SCHEMA", "RunSpec", "Suite", "amp_mode", "apply_override",
-    "budget_label", "expand", "is_teacher", "load_suite", "matched", "read_yaml",
+    "budget_label", "executor_of", "expand", "is_teacher", "known_kind", "load_suite", "matched",
+    "read_yaml",
     "register_kind", "run_id", "stage_of",
 ]

@@ -1,7 +1,9 @@
 """A validated suite expanded into its runs: ``datasets x students x seeds`` teachers (one per
 data set, student backbone and seed, deduplicated; one imported teacher per data set where the
 suite gives its checkpoint, :mod:`kdbench.config.imported`), and per teacher one student run
-per budget and method row, plus the rows' tuning trials. Every run names the runs it needs."""
+per budget and method row, plus the rows' tuning trials and their methods' stage runs (one per
+teacher and stage options, deduplicated: :mod:`kdbench.config.stages`). Every run names the
+runs it needs."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from kdbench.config.imported import imported_teacher
 from kdbench.config.reading import apply_override, check_size, read_yaml
 from kdbench.config.sections import SUITE_SCHEMA
 from kdbench.config.spec import RunSpec, with_implied_needs
+from kdbench.config.stages import with_stages
 from kdbench.config.tuning import trials as tuning_trials
 from kdbench.config.validate import (
     Terms,
@@ -58,11 +61,13 @@ class Suite:
     """The data folders the suite's data sets read (checked again on a resolved-suite cache hit)."""
     trials: list[RunSpec] = field(default_factory=list)
     """Tuning trials (``tune:``): each needs its teacher; the students of its row need it."""
+    stages: list[RunSpec] = field(default_factory=list)
+    """Methods' stage runs (MasKD's tokens): each needs its teacher; its students need it."""
 
     @property
     def runs(self) -> list[RunSpec]:
-        """Every run, each after the runs it needs (teachers, trials, students)."""
-        return self.teachers + self.trials + self.students
+        """Every run, each after the runs it needs (teachers, stages, trials, students)."""
+        return self.teachers + self.stages + self.trials + self.students
 
 
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
@@ -95,6 +100,7 @@ class _Grid:
     teachers: dict[str, RunSpec] = field(default_factory=dict)
     trials: dict[tuple[str, str, str], list[RunSpec]] = field(default_factory=dict)
     students: list[RunSpec] = field(default_factory=list)
+    stages: dict[str, RunSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         train = self.settings["train"]
@@ -149,19 +155,26 @@ class _Grid:
         if self.settings["tune"]["trials"] and terms:
             key = (teacher.dataset, model["backbone"], label)
             if key not in self.trials:
-                self.trials[key] = tuning_trials(
+                self.trials[key] = [self._staged(trial, teacher) for trial in tuning_trials(
                     teacher, model, seed, label, self.given[label], train, self.settings,
                     self.codes[label], self.common,
-                )
+                )]
             train["tune"] = {"trials": [t.id for t in self.trials[key]]}
         # the baseline reads no teacher; the matched one counts FLOPs with it
         reads_teacher = bool(terms) or label == MATCHED_BASELINE
-        return with_implied_needs(RunSpec(
+        return self._staged(with_implied_needs(RunSpec(
             kind="student", dataset=teacher.dataset, dataset_options=teacher.dataset_options,
             model=model, method=label, method_terms=terms, seed=seed, train=train,
             teacher_id=teacher.id if reads_teacher else None, code=self.codes[label],
             **self.common,
-        ))
+        )), teacher)
+
+    def _staged(self, run: RunSpec, teacher: RunSpec) -> RunSpec:
+        """``run`` needing its methods' stage runs after ``teacher``, each kept once."""
+        run, stages = with_stages(run, teacher)
+        for stage in stages:
+            self.stages.setdefault(stage.id, stage)
+        return run
 
 
 def _grid(settings: dict[str, Any], where: str, common: dict[str, Any]) -> _Grid:
@@ -197,6 +210,8 @@ def expand(settings: dict[str, Any], path: Path) -> Suite:
     for (dataset, options), student, seed in product(datasets, students, run_seeds):
         grid.add(dataset, options, student, seed)
     teachers = list(grid.teachers.values())
-    check_processes(settings["launch"] or {}, [*teachers, *grid.students], where)
+    check_processes(settings["launch"] or {}, [*teachers, *grid.stages.values(), *grid.students],
+                    where)
     trials = [trial for group in grid.trials.values() for trial in group]
-    return Suite(settings["name"], path, settings, teachers, grid.students, roots, trials)
+    stages = list(grid.stages.values())
+    return Suite(settings["name"], path, settings, teachers, grid.students, roots, trials, stages)

@@ -75,9 +75,29 @@ def is_teacher(kind: str | None) -> bool:
     return kind in TEACHER_KINDS
 
 
+def known_kind(kind: str) -> bool:
+    """Whether ``kind`` is a kind of run; a method's stage kind
+    (:attr:`kdbench.method.Method.stage`) is registered here on first use, so every process
+    that launches or executes such a run knows it (and its executor) without importing it."""
+    if kind not in KINDS:
+        from kdbench.registry import METHODS
+
+        for entry in METHODS:
+            stage = getattr(entry.obj, "stage", None)
+            if stage is not None and stage.kind == kind:
+                register_kind(stage.kind, stage.launch, execute=stage.execute)
+    return kind in KINDS
+
+
+def executor_of(kind: str) -> str | None:
+    """``"module:function"`` executing a run of ``kind``, or None for a kind that trains."""
+    known_kind(kind)
+    return EXECUTORS.get(kind)
+
+
 def stage_of(kind: str) -> str:
     """The launch stage (``teacher``/``student``) whose resources train a run of ``kind``."""
-    if kind not in KINDS:
+    if not known_kind(kind):
         raise KdbenchError(f"unknown kind of run {kind!r}; known: {', '.join(KINDS)}")
     return KINDS[kind]
 

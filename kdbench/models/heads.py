@@ -237,7 +237,8 @@ class AuxHead(nn.Module):
     r"""The auxiliary FCN head of PSPNet/DeepLab training recipes on an intermediate stage f
     (N, C, h, w): z_aux = W_cls dropout_{0.1}(ReLU(BN(Conv3x3(f)))) with C/4 hidden channels.
     Its cross-entropy, weighted by the head option ``aux``, is added to the training loss; it is
-    not used at evaluation and is no distillation tap."""
+    not used at evaluation. A frozen teacher whose method reads its ``aux`` tap (MasKD) runs it
+    in eval mode too (:func:`emit_aux`)."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
@@ -272,6 +273,14 @@ def heads_with_tap(tap: str) -> list[str]:
     from kdbench.registry import HEADS
 
     return [e.name for e in HEADS if tap in getattr(e.obj, "head_taps", ())]
+
+
+def emit_aux(model: nn.Module) -> None:
+    """Make every part of ``model`` with an auxiliary head give its logits (``Outputs.aux``) in
+    eval mode too, for a frozen teacher whose method reads the ``aux`` tap."""
+    for module in model.modules():
+        if hasattr(module, "aux_in_eval"):
+            module.aux_in_eval = True
 
 
 def build_head(

@@ -37,7 +37,8 @@ class Outputs:
       RGB-X teacher these are the fused RGB-X features.
     - ``decoder``: (N, D, h, w), the feature the 1x1 classifier turns into ``logits``.
     - ``aux``: (N, K, h', w') logits of the auxiliary FCN head (head option ``aux``), or None;
-      only the trainer's auxiliary cross-entropy reads them.
+      in training mode, or in eval mode after :func:`kdbench.models.heads.emit_aux` (the tap
+      ``aux`` of a method, e.g. MasKD, on a frozen teacher).
     - ``aspp``: (N, D_a, h, w), the ASPP projection of a DeepLabV3 head (before the 3x3 conv
       that gives ``decoder``; :class:`~kdbench.models.heads.DeepLabV3Head`), or None for a head
       without one.

@@ -61,6 +61,8 @@ class Segmenter(nn.Module):
             num_classes,
             dict(head_options or {}),
         )
+        self.aux_in_eval = False
+        """Whether the auxiliary head also runs in eval mode (:func:`emit_aux`)."""
         self.tap_info = TapInfo(
             stage_channels=self.encoder.channels,
             stage_reductions=self.encoder.reductions,
@@ -75,5 +77,6 @@ class Segmenter(nn.Module):
         and the head's own taps (deeplabv3: ``aspp``)."""
         stages = tuple(self.encoder(rgb))
         feature, logits, taps = head_forward(self.decoder, stages)
-        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and (
+            self.training or self.aux_in_eval) else None
         return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux, **taps)

@@ -139,6 +139,8 @@ class DuplexEncoderTeacher(nn.Module):
             num_classes,
             dict(head_options or {}),
         )
+        self.aux_in_eval = False
+        """Whether the auxiliary head also runs in eval mode (:func:`emit_aux`)."""
         self.tap_info = TapInfo(
             stage_channels=rgb.channels,
             stage_reductions=rgb.reductions,
@@ -160,7 +162,8 @@ class DuplexEncoderTeacher(nn.Module):
         """rgb (N, 3, H, W), x (N, C_x, H, W) -> logits (N, K, H/r, W/r), fused stages, decoder."""
         stages = self.encode(rgb, x)
         feature, logits, taps = head_forward(self.decoder, stages)
-        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and self.training else None
+        aux = self.aux(stages[self.aux_stage]) if self.aux is not None and (
+            self.training or self.aux_in_eval) else None
         return Outputs(logits=logits, stages=stages, decoder=feature, aux=aux, **taps)
 
 

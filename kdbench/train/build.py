@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdbench.config import RunSpec, is_teacher
+from kdbench.config.stages import stage_ids
 from kdbench.data.holdout import PARTS, HoldOut
 from kdbench.distributed import convert_sync_batchnorm, current
 from kdbench.errors import KdbenchError
 from kdbench.method import MethodSet, build_method
+from kdbench.models.heads import emit_aux
 from kdbench.models.student import Segmenter
 from kdbench.registry import DATASETS, TEACHERS
 from kdbench.results.store import RunStore
@@ -96,6 +99,22 @@ def teacher_spec(spec: RunSpec, store: RunStore) -> RunSpec:
     return RunSpec.from_dict(record["config"])
 
 
+def stage_folders(spec: RunSpec, teacher: RunSpec, store: RunStore) -> dict[int, Path]:
+    """Term index -> the folder of the complete stage run that term's method needs after
+    ``teacher`` (:mod:`kdbench.config.stages`); a stage run that ``spec`` does not need or
+    that is not complete is a :class:`KdbenchError`."""
+    out = {}
+    for i, run_id in stage_ids(spec.method_terms, teacher).items():
+        if run_id not in spec.needs or store.status(run_id) != "complete":
+            name = spec.method_terms[i][0]
+            raise KdbenchError(
+                f"run {spec.id}: method {name!r} needs its stage run {run_id}, which is not "
+                "complete; run the suite (its stage runs come before its students)"
+            )
+        out[i] = store.run_dir(run_id)
+    return out
+
+
 def build_models(
     spec: RunSpec, store: RunStore, device: torch.device
 ) -> tuple[Any, Any, Models]:
@@ -106,14 +125,17 @@ def build_models(
     model = build_model(spec, train_set.num_classes, train_set.x_channels)
     if current().world > 1:
         model = convert_sync_batchnorm(model)
-    teacher = None
+    teacher, stages = None, None
     if spec.kind != "teacher" and spec.method_terms:  # the baseline never runs its teacher
-        teacher = load_teacher(
-            store, teacher_spec(spec, store), train_set.num_classes, train_set.x_channels
-        )
+        teacher_run = teacher_spec(spec, store)
+        teacher = load_teacher(store, teacher_run, train_set.num_classes, train_set.x_channels)
+        stages = stage_folders(spec, teacher_run, store)
     method: MethodSet = build_method(
-        list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None
+        list(spec.method_terms), model.tap_info, teacher.tap_info if teacher is not None else None,
+        stages,
     )
+    if teacher is not None and "aux" in method.taps:
+        emit_aux(teacher)  # the method reads the frozen teacher's auxiliary logits
     if current().world > 1:  # its projectors' batch norm (CIRKD's) sees the global batch too
         method = convert_sync_batchnorm(method)
     fmt = torch.channels_last if gpu.channels_last(spec.train, device) else torch.contiguous_format

@@ -97,7 +97,7 @@ def _conv_backward_flops(
     return flops
 
 
-def _counted(fn: Callable[[], T]) -> tuple[T, int]:
+def counted(fn: Callable[[], T]) -> tuple[T, int]:
     """``fn()`` and the FLOPs it performed."""
     counter = FlopCounterMode(
         display=False,
@@ -123,15 +123,16 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
         model = copy.deepcopy(models.model).train()
         method = copy.deepcopy(models.method).train()
         rgb, x, label = data["rgb"], data["x"], data["label"]
-        out, student_fwd = _counted(lambda: model(rgb, x if models.uses_x else None))
+        out, student_fwd = counted(lambda: model(rgb, x if models.uses_x else None))
         teacher_out, teacher_flops = None, 0
         if models.teacher is not None and method.taps:
             with torch.no_grad():
-                teacher_out, teacher_flops = _counted(lambda: models.teacher(rgb, x))
+                teacher_out, teacher_flops = counted(lambda: models.teacher(rgb, x))
         leaves = Outputs(
             logits=_leaf(out.logits),
             stages=tuple(_leaf(s) for s in out.stages),
             decoder=_leaf(out.decoder),
+            aux=None if out.aux is None else _leaf(out.aux),
             aspp=None if out.aspp is None else _leaf(out.aspp),
         )
         batch = Batch(rgb=rgb, x=x, label=label, step=0, total_steps=total_steps)
@@ -142,7 +143,7 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
                 torch.stack([v.float() for v in terms.values()]).sum().backward()
             method.before_optimizer_step()  # e.g. adv's discriminator step
 
-        _, loss_flops = _counted(distil)
+        _, loss_flops = counted(distil)
 
         def backward() -> None:
             logits = F.interpolate(
@@ -152,15 +153,15 @@ def count_step_flops(models: Models, data: dict[str, Tensor], total_steps: int) 
             pairs = [(ce, None)] + [
                 (o, leaf.grad)
                 for o, leaf in zip(
-                    (out.logits, *out.stages, out.decoder, out.aspp),
-                    (leaves.logits, *leaves.stages, leaves.decoder, leaves.aspp),
+                    (out.logits, *out.stages, out.decoder, out.aux, out.aspp),
+                    (leaves.logits, *leaves.stages, leaves.decoder, leaves.aux, leaves.aspp),
                     strict=True,
                 )
                 if leaf is not None and leaf.grad is not None
             ]
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
 
-        _, student_bwd = _counted(backward)
+        _, student_bwd = counted(backward)
     if devices:
         torch.cuda.reset_peak_memory_stats(devices[0])
     return StepFlops(teacher_flops, student_fwd + student_bwd, loss_flops)

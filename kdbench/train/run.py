@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdbench.config import EXECUTORS, RunSpec
+from kdbench.config import RunSpec, executor_of
 from kdbench.distributed import Decision, current, leader_decides
 from kdbench.provenance import provenance
 from kdbench.registry import load_plugin_files
@@ -69,9 +69,10 @@ Executor = Callable[[RunSpec, RunStore, "Progress | None"], dict[str, Any]]
 def executor(kind: str) -> Executor:
     """What executes a run of ``kind``: :func:`~kdbench.train.session.train`, or the function
     its :func:`~kdbench.config.register_kind` named (imported here, in the process that runs)."""
-    if kind not in EXECUTORS:
+    target = executor_of(kind)
+    if target is None:
         return train
-    module, _, name = EXECUTORS[kind].partition(":")
+    module, _, name = target.partition(":")
     function: Executor = getattr(importlib.import_module(module), name)
     return function
 
