@@ -76,8 +76,9 @@ def choose_runs(
     """The teacher, baseline and method columns of one (data set, student) cell (docstring)."""
     done = [r for r in records if r.get("status") == "complete" and r.get("kind") != "trial"]
     students = [r for r in done if r["kind"] == "student"]
-    cells = {(r["axes"]["dataset"], r["axes"]["student"], r["axes"].get("budget"))
-             for r in students}
+    cells = {
+        (r["axes"]["dataset"], r["axes"]["student"], r["axes"].get("budget")) for r in students
+    }
     if len(cells) != 1:
         raise KdbenchError(
             f"figure: the results hold {len(cells)} (data set, student, budget) cells; "
@@ -111,8 +112,9 @@ def weights_file(store: RunStore, record: dict[str, Any], checkpoint_name: str) 
     metrics = record.get("metrics") or {}
     best = (metrics.get("best_val") or {}).get("miou")
     final = metrics.get("miou")
-    use_best = checkpoint_name == "best" and best is not None and not (
-        final is not None and final >= best)
+    use_best = (
+        checkpoint_name == "best" and best is not None and not (final is not None and final >= best)
+    )
     return store.run_dir(record["id"]) / (BEST_WEIGHTS if use_best else FINAL_WEIGHTS)
 
 
@@ -258,8 +260,10 @@ def make_figure(
             f"figure --ids: {bad[0]} is not an index of the {len(evaluation)} evaluation images"
         )
     items = [evaluation[i] for i in pool]
-    maps = [predictions(weights_file(store, c.record, checkpoint_name), c.record, items, k, c_x)
-            for c in columns]
+    maps = [
+        predictions(weights_file(store, c.record, checkpoint_name), c.record, items, k, c_x)
+        for c in columns
+    ]
     if not ids:
         students = [m for c, m in zip(columns, maps, strict=True) if c.title != "teacher"]
         order = np.argsort(
