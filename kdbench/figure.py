@@ -123,8 +123,9 @@ def check_weights(store: RunStore, columns: list[Column], checkpoint_name: str) 
     missing = [weights_file(store, c.record, checkpoint_name) for c in columns]
     missing = [p for p in missing if not p.is_file()]
     if missing:
-        shown = ", ".join(f"{p.parent.name}/{p.name}" for p in missing)
-        raise KdbenchError(f"figure: no saved weights of run {shown} in {store.root}")
+        shown = ", ".join(f"{p.parent.name}/{p.name}" for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise KdbenchError(f"figure: no saved weights of run {shown}{more} in {store.root}")
 
 
 def _load(path: Path, record: dict[str, Any], k: int, c_x: int) -> torch.nn.Module:

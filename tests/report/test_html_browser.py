@@ -3,8 +3,9 @@
 Opens the page from disk with the network cut off by the flags below: no console error or
 failed request, every table row present, clicking a header sorts the rows, a cell's link opens
 its run's page (with its curves), the qualitative figure is shown (or a line says why not), a
-screenshot that is not blank; and the page of 1,000 generated runs opens in under 3 s. Skipped, with the reason, where Chromium or the
-``playwright`` package is missing (``.ci/run`` installs both; no ``playwright install``).
+screenshot that is not blank; and the page of 1,000 generated runs opens in under 3 s.
+Skipped, with the reason, where Chromium or the ``playwright`` package is missing (``.ci/run``
+installs both; no ``playwright install``).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def test_the_qualitative_figure_is_shown_or_its_absence_said(
 
     page, errors = _open(browser, report[0])  # the demo records have no saved weights
     lines = page.locator("h2:has-text('Qualitative figure') ~ p", has_text="no qualitative figure")
-    assert lines.count() >= 1 and "no saved weights of run" in lines.first.inner_text()
+    assert lines.count() == 1 and "no saved weights of run" in lines.first.inner_text()
+    assert "the 1 other data set / student cell has none either" in lines.first.inner_text()
     assert page.locator("img[alt^='qualitative figure']").count() == 0
     page.close()
     results = write_results(tmp_path) / "results"  # random weights standing in for training

@@ -237,7 +237,7 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
              spec: TableSpec, doc: Document) -> None:
     """The qualitative figure of each cell of :func:`_figure_cells` (:mod:`kdbench.figure`, the
     weights of ``spec.checkpoint``), or one line saying why a cell has none (weights not saved
-    in the results folder, data set not on this machine)."""
+    in the results folder, data set not on this machine); one line for all when none is drawn."""
     from kdbench.figure import make_figure
 
     cells = _figure_cells(records, spec)
@@ -245,6 +245,7 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
         return
     doc.heading(2, "Qualitative figure")
     several = len({key[0] for key in cells}) > 1
+    failed: list[str] = []
     for i, (key, runs) in enumerate(sorted(cells.items())):
         title = " / ".join(key[int(not several):3])
         name = f"figure_{i}.png"
@@ -252,7 +253,7 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
             shown = make_figure(results, out / name, images=FIGURE_IMAGES, records=runs,
                                 checkpoint_name=spec.checkpoint, among=FIGURE_AMONG)
         except KdbenchError as exc:
-            doc.text(f"{title}: no qualitative figure ({exc}).")
+            failed.append(f"{title}: no qualitative figure ({exc})")
             continue
         doc.text(f"{title}: evaluation images {', '.join(map(str, shown))}, the "
                  f"{len(shown)} of the first {FIGURE_AMONG} on which the students disagree "
@@ -261,6 +262,12 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
                  f"seed they all have, {spec.checkpoint} weights). Other images, methods, error "
                  "maps or a PDF: kdbench figure.")
         doc.image(name, f"qualitative figure {title}")
+    if len(failed) == len(cells) > 1:  # none drawn: one line for all
+        n = len(cells) - 1
+        failed = [f"{failed[0]}; the {n} other data set / student cell{'s' * (n > 1)} "
+                  f"{'have' if n > 1 else 'has'} none either"]
+    for line in failed:
+        doc.text(line + ".")
 
 
 RUN_COLUMNS = ("id", "suite", "kind", "dataset", "student", "method", "seed", "status", "miou")
