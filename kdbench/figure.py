@@ -109,9 +109,8 @@ def choose_runs(
 
 def weights_file(store: RunStore, record: dict[str, Any], checkpoint_name: str) -> Path:
     """The weights file of ``record`` at ``checkpoint_name`` (module docstring)."""
-    metrics = record.get("metrics") or {}
-    best = (metrics.get("best_val") or {}).get("miou")
-    final = metrics.get("miou")
+    best = (record.get("best_val") or {}).get("miou")
+    final = (record.get("metrics") or {}).get("miou")
     use_best = (
         checkpoint_name == "best" and best is not None and not (final is not None and final >= best)
     )

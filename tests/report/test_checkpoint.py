@@ -33,10 +33,10 @@ def _records(best_classes: bool = True) -> list[dict]:
             rec = record(method, seed, v, per_class=_classes(v, 20.0))
             best = BEST.get(method, [None] * 3)[seed]
             if best is not None:
-                rec["metrics"]["best_val"] = {"step": 100, "miou": best, "mfsc": best + 2,
-                                              "pixel_acc": best + 10}
+                rec["best_val"] = {"step": 100, "miou": best, "mfsc": best + 2,
+                                   "pixel_acc": best + 10}
                 if best_classes:
-                    rec["metrics"]["best_val"]["per_class_iou"] = _classes(best, 30.0)
+                    rec["best_val"]["per_class_iou"] = _classes(best, 30.0)
             recs.append(rec)
     return recs
 
