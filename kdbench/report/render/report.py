@@ -246,6 +246,8 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
     doc.heading(2, "Qualitative figure")
     several = len({key[0] for key in cells}) > 1
     failed: list[str] = []
+    weights = ("final weights" if spec.checkpoint == "final" else "weights of the checkpoint "
+               "the tables use: the best periodic evaluation's where it beat the final model")
     for i, (key, runs) in enumerate(sorted(cells.items())):
         title = " / ".join(key[int(not several):3])
         name = f"figure_{i}.png"
@@ -259,8 +261,8 @@ def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
                  f"{len(shown)} of the first {FIGURE_AMONG} on which the students disagree "
                  "most (spread of per-image pixel accuracy). Columns: RGB, X, ground truth, "
                  "then the predictions of the teacher, the baseline and each method (the first "
-                 f"seed they all have, {spec.checkpoint} weights). Other images, methods, error "
-                 "maps or a PDF: kdbench figure.")
+                 f"seed they all have, {weights}). Other images, methods, error maps or a PDF: "
+                 "kdbench figure.")
         doc.image(name, f"qualitative figure {title}")
     if len(failed) == len(cells) > 1:  # none drawn: one line for all
         n = len(cells) - 1
