@@ -177,3 +177,6 @@ def test_the_report_embeds_the_figure_or_says_in_one_line_why_not(
     ]
     assert len(lines) == 1 and "no qualitative figure (figure: no saved weights of run" in lines[0]
     assert not (tmp_path / "bare" / "figure_0.png").exists()
+    skip = ["report", str(results / "results"), "--out", str(tmp_path / "skip"), "--no-figure"]
+    assert main([*skip, "--metrics", "miou"]) == 0
+    assert "Qualitative figure" not in (tmp_path / "skip" / "report.md").read_text()
