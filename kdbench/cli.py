@@ -268,7 +268,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
         records = [r for r in RunStore(args.results) if r.get("id") in ids]
     shown = make_figure(
         args.results, args.out, images=args.images, ids=args.ids, methods=args.methods,
-        seed=args.seed, errors=args.errors, records=records,
+        seed=args.seed, errors=args.errors, records=records, checkpoint_name=args.checkpoint,
     )
     print(f"wrote {args.out} (evaluation images {', '.join(map(str, shown))})")
     return EXIT_OK
@@ -300,6 +300,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     fig.add_argument("--methods", nargs="+", help="method columns in order (default: all)")
     fig.add_argument("--seed", type=int, help="the seed shown (default: the first complete)")
     fig.add_argument("--errors", action="store_true", help="add a row of error maps per image")
+    fig.add_argument("--checkpoint", default="final", metavar="final|best",
+                     help="the final weights (default) or, for a run whose best periodic "
+                     "evaluation beat its final one, the best evaluation's (model_best.pt)")
     fig.set_defaults(func=cmd_figure)
 
 

@@ -12,6 +12,9 @@ Which images: ``ids`` (indices into the evaluation split) or, by default, the ``
 images on which the students disagree most: the largest spread (max − min over the methods)
 of per-image pixel accuracy. Which runs: of one (data set, student) column and one budget, the
 seed ``seed`` (default: the smallest seed every chosen method has), and that seed's teacher.
+Which weights: ``checkpoint`` "final" (``model.pt``) or "best": ``model_best.pt``, the best
+periodic evaluation's, for a run whose best evaluation beat its final one by mIoU (the choice
+``kdbench table --checkpoint best`` makes), else the final weights.
 The output is PNG or PDF (vector axes and text, images embedded raster, as papers need).
 """
 
@@ -32,6 +35,10 @@ from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.build import build_datasets, build_model
 from kdbench.train.evaluation import scores
+from kdbench.train.fit import BEST_WEIGHTS
+
+FINAL_WEIGHTS = "model.pt"
+CHECKPOINTS = ("final", "best")
 
 CITYSCAPES_COLOURS = {
     "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70),
@@ -68,13 +75,15 @@ def choose_runs(
 ) -> list[Column]:
     """The teacher, baseline and method columns of one (data set, student) cell (docstring)."""
     done = [r for r in records if r.get("status") == "complete" and r.get("kind") != "trial"]
-    cells = {(r["axes"]["dataset"], r["axes"]["student"], r["axes"].get("budget")) for r in done}
+    students = [r for r in done if r["kind"] == "student"]
+    cells = {
+        (r["axes"]["dataset"], r["axes"]["student"], r["axes"].get("budget")) for r in students
+    }
     if len(cells) != 1:
         raise KdbenchError(
             f"figure: the results hold {len(cells)} (data set, student, budget) cells; "
             "give --suite with one data set and student, or a folder of one cell"
         )
-    students = [r for r in done if r["kind"] == "student"]
     wanted = (
         list(methods)
         if methods
@@ -98,20 +107,40 @@ def choose_runs(
     return ([Column("teacher", teacher)] if teacher else []) + columns
 
 
-def _load(store: RunStore, record: dict[str, Any], k: int, c_x: int) -> torch.nn.Module:
+def weights_file(store: RunStore, record: dict[str, Any], checkpoint_name: str) -> Path:
+    """The weights file of ``record`` at ``checkpoint_name`` (module docstring)."""
+    best = (record.get("best_val") or {}).get("miou")
+    final = (record.get("metrics") or {}).get("miou")
+    use_best = (
+        checkpoint_name == "best" and best is not None and not (final is not None and final >= best)
+    )
+    return store.run_dir(record["id"]) / (BEST_WEIGHTS if use_best else FINAL_WEIGHTS)
+
+
+def check_weights(store: RunStore, columns: list[Column], checkpoint_name: str) -> None:
+    """A :class:`KdbenchError` naming the runs of ``columns`` whose weights file is missing."""
+    missing = [weights_file(store, c.record, checkpoint_name) for c in columns]
+    missing = [p for p in missing if not p.is_file()]
+    if missing:
+        shown = ", ".join(f"{p.parent.name}/{p.name}" for p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise KdbenchError(f"figure: no saved weights of run {shown}{more} in {store.root}")
+
+
+def _load(path: Path, record: dict[str, Any], k: int, c_x: int) -> torch.nn.Module:
     spec = RunSpec.from_dict(record["config"])
     model = build_model(spec, k, c_x, weights=False)
-    model.load_state_dict(checkpoint.load(store.run_dir(record["id"]) / "model.pt")["model"])
+    model.load_state_dict(checkpoint.load(path)["model"])
     return model.eval()
 
 
 @torch.no_grad()
 def predictions(
-    store: RunStore, record: dict[str, Any], items: list[dict[str, Any]], k: int, c_x: int
+    path: Path, record: dict[str, Any], items: list[dict[str, Any]], k: int, c_x: int
 ) -> list[np.ndarray]:
-    """The run's (H, W) label maps of ``items`` at the labels' native resolution, under the
-    run's own evaluation protocol (its scales and flip included: :func:`scores`)."""
-    model = _load(store, record, k, c_x)
+    """The (H, W) label maps of ``items`` by the run's weights in ``path``, at the labels'
+    native resolution, under the run's own evaluation protocol (scales and flip: :func:`scores`)."""
+    model = _load(path, record, k, c_x)
     uses_x = is_teacher(record["kind"])
     protocol, cpu = record["config"]["eval"], torch.device("cpu")
     out = []
@@ -208,24 +237,33 @@ def make_figure(
     seed: int | None = None,
     errors: bool = False,
     records: list[dict[str, Any]] | None = None,
+    checkpoint_name: str = "final",
+    among: int | None = None,
 ) -> list[int]:
-    """Write the figure to ``out``; returns the evaluation indices shown."""
+    """Write the figure to ``out``; returns the evaluation indices shown. Without ``ids`` the
+    images are chosen among the first ``among`` evaluation images (all when None)."""
     out = Path(out)
     if out.suffix not in (".png", ".pdf"):
         raise KdbenchError(f"figure --out {str(out)!r}: expected a .png or .pdf file")
+    if checkpoint_name not in CHECKPOINTS:
+        raise KdbenchError(f"figure --checkpoint {checkpoint_name!r}: expected final or best")
     store = RunStore(results)
     columns = choose_runs(list(store) if records is None else records, methods, seed)
+    check_weights(store, columns, checkpoint_name)
     spec = RunSpec.from_dict(columns[-1].record["config"])
     evaluation = build_datasets(spec)[1]
     k, c_x = evaluation.num_classes, evaluation.x_channels
-    pool = list(ids) if ids else list(range(len(evaluation)))
+    pool = list(ids) if ids else list(range(min(len(evaluation), among or len(evaluation))))
     bad = [i for i in pool if not 0 <= i < len(evaluation)]
     if bad:
         raise KdbenchError(
             f"figure --ids: {bad[0]} is not an index of the {len(evaluation)} evaluation images"
         )
     items = [evaluation[i] for i in pool]
-    maps = [predictions(store, c.record, items, k, c_x) for c in columns]
+    maps = [
+        predictions(weights_file(store, c.record, checkpoint_name), c.record, items, k, c_x)
+        for c in columns
+    ]
     if not ids:
         students = [m for c, m in zip(columns, maps, strict=True) if c.title != "teacher"]
         order = np.argsort(

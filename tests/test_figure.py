@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
+from kdbench.cli import main
 from kdbench.config import load_suite
 from kdbench.data.base import IGNORE_INDEX
 from kdbench.errors import KdbenchError
-from kdbench.figure import choose_runs, disagreement, make_figure, palette
+from kdbench.figure import choose_runs, disagreement, make_figure, palette, weights_file
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.build import build_datasets, build_model
@@ -31,10 +32,9 @@ SUITE = {
 }
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Complete records of the tiny suite, each with random weights standing in for training."""
-    root = tmp_path_factory.mktemp("figure")
+def write_results(root: Path) -> Path:
+    """Complete records of the tiny suite under ``root/results``, each with random weights
+    standing in for training; returns ``root``."""
     (root / "suite.yaml").write_text(yaml.safe_dump(SUITE))
     store = RunStore(root / "results")
     for i, spec in enumerate(load_suite(root / "suite.yaml").runs):
@@ -53,6 +53,12 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
         store.record_path(spec.id).write_text(json.dumps(record))
     return root
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`write_results` once for the module."""
+    return write_results(tmp_path_factory.mktemp("figure"))
 
 
 def test_disagreement_is_the_spread_of_per_image_accuracy() -> None:
@@ -120,3 +126,57 @@ def test_pdf_is_a_figure_latex_can_include(results: Path, tmp_path: Path) -> Non
 def test_output_must_be_png_or_pdf(results: Path, tmp_path: Path) -> None:
     with pytest.raises(KdbenchError, match=r"expected a \.png or \.pdf"):
         make_figure(results / "results", tmp_path / "f.jpg")
+
+
+def test_best_checkpoint_weights_are_those_of_a_best_evaluation_that_won(
+    results: Path, tmp_path: Path
+) -> None:
+    store = RunStore(results / "results")
+    rec = next(r for r in store if r["kind"] == "student")
+    rec = {**rec, "metrics": {"miou": 50.0}, "best_val": {"step": 2, "miou": 51.0}}
+    assert weights_file(store, rec, "best").name == "model_best.pt"
+    assert weights_file(store, rec, "final").name == "model.pt"
+    rec["metrics"]["miou"] = 51.0  # the final model wins ties, as in the tables
+    assert weights_file(store, rec, "best").name == "model.pt"
+    rec["best_val"] = None  # no periodic evaluation
+    assert weights_file(store, rec, "best").name == "model.pt"
+    with pytest.raises(KdbenchError, match="--checkpoint 'last': expected final or best"):
+        make_figure(results / "results", tmp_path / "f.png", checkpoint_name="last")
+
+
+def test_missing_weights_are_named_before_any_data_is_built(results: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    shutil.copytree(results / "results", copy)
+    kd = next(r for r in RunStore(copy) if r["axes"]["method"] == "kd" and r["axes"]["seed"] == 0)
+    (RunStore(copy).run_dir(kd["id"]) / "model.pt").unlink()
+    with pytest.raises(KdbenchError, match=f"no saved weights of run {kd['id']}/model.pt"):
+        make_figure(copy, tmp_path / "f.png")
+
+
+@pytest.mark.slow
+def test_the_report_embeds_the_figure_or_says_in_one_line_why_not(
+    results: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    out = tmp_path / "report"
+    assert main(["report", str(results / "results"), "--out", str(out), "--metrics", "miou"]) == 0
+    text = (out / "report.md").read_text()
+    assert "![qualitative figure synthdrive / test\\_resnet](figure_0.png)" in text
+    assert '<img src="figure_0.png"' in (out / "index.html").read_text()
+    assert np.asarray(Image.open(out / "figure_0.png").convert("L"), dtype=float).std() > 10
+    copy = tmp_path / "copy"
+    shutil.copytree(results / "results", copy)
+    for path in copy.glob("runs/*/model.pt"):
+        path.unlink()
+    assert main(["report", str(copy), "--out", str(tmp_path / "bare"), "--metrics", "miou"]) == 0
+    lines = [
+        line
+        for line in (tmp_path / "bare" / "report.md").read_text().splitlines()
+        if "qualitative figure" in line
+    ]
+    assert len(lines) == 1 and "no qualitative figure (figure: no saved weights of run" in lines[0]
+    assert not (tmp_path / "bare" / "figure_0.png").exists()
+    skip = ["report", str(results / "results"), "--out", str(tmp_path / "skip"), "--no-figure"]
+    assert main([*skip, "--metrics", "miou"]) == 0
+    assert "Qualitative figure" not in (tmp_path / "skip" / "report.md").read_text()

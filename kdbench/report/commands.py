@@ -128,6 +128,9 @@ def add_commands(subparsers: Any) -> None:
                         help="metrics of the main tables (default: miou,mfsc,pixel_acc)")
     report.add_argument("--power", type=float, default=1.0, metavar="DELTA",
                         help="difference the seeds-needed tables plan for (default: 1.0)")
+    report.add_argument("--no-figure", action="store_true",
+                        help="skip the qualitative figures (drawn by default from the runs' "
+                        "saved weights: 4 images per data set and student)")
     report.set_defaults(func=run_report)
 
 
@@ -196,7 +199,8 @@ def run_report(args: argparse.Namespace) -> int:
     metrics = _axes(args.metrics)
     if not metrics:
         raise KdbenchError("--metrics must name at least one metric")
-    options = ReportOptions(metrics=metrics, table=_spec(args, gap=True), power_delta=args.power)
+    options = ReportOptions(metrics=metrics, table=_spec(args, gap=True), power_delta=args.power,
+                            figure=not args.no_figure)
     path = write_report(args.results, args.out, options, suite_run_ids(args.suite))
     print(f"wrote {path}")
     return 0

@@ -20,7 +20,10 @@ A record is a JSON object:
 - ``config``: the fully resolved run config (the run spec as a dict);
 - ``metrics`` (complete runs): ``miou``, ``mfsc``, ``pixel_acc`` in percent, ``per_class_iou``
   {class name: percent or null when the class never occurs}, on the evaluation split, for the
-  final model; ``best_val`` the best periodic evaluation (logged, never the headline);
+  final model;
+- ``best_val`` (runs with ``train.eval_every``): the best periodic evaluation by mIoU, ``step``,
+  ``miou``, ``mfsc``, ``pixel_acc``, ``per_class_iou``, ``per_class_fsc`` (never the headline;
+  its weights are ``model_best.pt``); null without periodic evaluation;
 - ``timing``: ``wall_time_s``, ``step_time_s`` (mean seconds per training step), ``peak_memory_mb``;
 - ``cost``: ``flops_per_step`` {``teacher_forward``, ``student`` (forward + backward with the
   task loss), ``loss`` (distillation terms forward + backward), ``total``}, counted on the

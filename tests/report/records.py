@@ -55,7 +55,6 @@ def record(
             "mfsc": None if miou is None else miou + 1.0,
             "pixel_acc": None if miou is None else miou + 20.0,
             "per_class_iou": per_class or {},
-            "best_val": {},
         }
     if status == "failed":
         rec["error"] = error or "RuntimeError: boom"

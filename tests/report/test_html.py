@@ -93,3 +93,14 @@ def test_line_chart_maps_points_by_its_formula() -> None:
     assert svg.line_chart([("a", [0], [float("nan")])], "t", "y") == ""
     log = svg.line_chart([("a", [0, 1], [10.0, 1000.0])], "t", "y", log=True)
     assert ">1e+03<" in log and ">10<" in log and "(log scale)" in log
+
+
+def test_a_run_page_shows_the_records_best_evaluation() -> None:
+    from kdbench.report.render.site import run_page
+
+    rec = record("kd", 0, 70.0)
+    rec["best_val"] = {"step": 40, "miou": 71.5}  # where the trainer writes it
+    best = run_page(rec, []).split("<h2>Best periodic evaluation</h2>")[1].split("<h2>")[0]
+    assert "<dt>step</dt><dd>40</dd>" in best and "<dt>miou</dt><dd>71.5</dd>" in best
+    assert "(none recorded)" in run_page(record("kd", 0, 70.0), []).split(
+        "<h2>Best periodic evaluation</h2>")[1].split("<h2>")[0]

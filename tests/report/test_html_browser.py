@@ -2,9 +2,10 @@
 
 Opens the page from disk with the network cut off by the flags below: no console error or
 failed request, every table row present, clicking a header sorts the rows, a cell's link opens
-its run's page (with its curves), a screenshot that is not blank; and the page of 1,000
-generated runs opens in under 3 s. Skipped, with the reason, where Chromium or the
-``playwright`` package is missing (``.ci/run`` installs both; no ``playwright install``).
+its run's page (with its curves), the qualitative figure is shown (or a line says why not), a
+screenshot that is not blank; and the page of 1,000 generated runs opens in under 3 s.
+Skipped, with the reason, where Chromium or the ``playwright`` package is missing (``.ci/run``
+installs both; no ``playwright install``).
 """
 
 from __future__ import annotations
@@ -136,6 +137,28 @@ def test_a_cell_opens_its_run_page(browser: Any, report: Any) -> None:
     assert "Evaluation protocol" in page.content() and "Resolved config" in page.content()
     page.go_back()
     assert errors == []
+    page.close()
+
+
+def test_the_qualitative_figure_is_shown_or_its_absence_said(
+        browser: Any, report: Any, tmp_path: Path) -> None:
+    from tests.test_figure import write_results
+
+    page, errors = _open(browser, report[0])  # the demo records have no saved weights
+    lines = page.locator("h2:has-text('Qualitative figure') ~ p", has_text="no qualitative figure")
+    assert lines.count() == 1 and "no saved weights of run" in lines.first.inner_text()
+    assert "the 1 other data set / student cell has none either" in lines.first.inner_text()
+    assert page.locator("img[alt^='qualitative figure']").count() == 0
+    page.close()
+    results = write_results(tmp_path) / "results"  # random weights standing in for training
+    assert main(["report", str(results), "--out", str(tmp_path / "report"),
+                 "--metrics", "miou"]) == 0
+    page, more = _open(browser, tmp_path / "report" / "index.html")
+    figure = page.locator("h2:has-text('Qualitative figure') ~ p img").first
+    assert figure.get_attribute("src") == "figure_0.png"
+    assert figure.get_attribute("alt") == "qualitative figure synthdrive / test_resnet"
+    assert figure.evaluate("i => i.complete && i.naturalWidth > 100 && i.naturalHeight > 50")
+    assert errors == [] and more == []
     page.close()
 
 

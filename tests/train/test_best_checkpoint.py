@@ -1,4 +1,5 @@
-"""The best periodic evaluation: its per-class scores in the record, its weights saved."""
+"""The best periodic evaluation: its per-class scores in the record, its weights saved, and
+the report reading them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import yaml
 
 from kdbench.config import load_suite
+from kdbench.report import load_results
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
 from kdbench.train.build import build_datasets, build_model
@@ -38,3 +40,6 @@ def test_the_best_evaluation_keeps_its_weights_and_per_class_scores(tmp_path: Pa
     again = evaluate(model, evaluation, uses_x=False, protocol=protocol,
                      device=torch.device("cpu"))
     assert again["miou"] == best["miou"] and again["per_class_iou"] == best["per_class_iou"]
+    row = load_results(tmp_path / "results").set_index("id").loc[spec.id]  # what tables read
+    assert row["best.miou"] == best["miou"] and row["best.step"] == best["step"]
+    assert all(row[f"best.iou.{c}"] == v for c, v in best["per_class_iou"].items() if v is not None)

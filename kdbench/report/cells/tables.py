@@ -236,10 +236,6 @@ def check_spec(spec: TableSpec) -> None:
     if spec.checkpoint not in CHECKPOINTS:
         raise KdbenchError(f"unknown checkpoint {spec.checkpoint!r}; known: "
                            f"{', '.join(CHECKPOINTS)}")
-    if spec.checkpoint == "best" and (spec.metric == PER_CLASS
-                                      or spec.metric.startswith(IOU_PREFIX)):
-        raise KdbenchError(f"--checkpoint best with --metric {spec.metric}: records keep only "
-                           "the mIoU, mFsc and pixel accuracy of the best evaluation")
     if spec.aggregate is not None and spec.aggregate not in AGGREGATES:
         raise KdbenchError(f"unknown aggregate {spec.aggregate!r}; known: {', '.join(AGGREGATES)}")
     if not 0.0 < spec.alpha < 1.0:
@@ -347,9 +343,11 @@ def build_tables(frame: pd.DataFrame, spec: TableSpec) -> list[Table]:
 def at_checkpoint(frame: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
     """``frame`` with the metrics of ``checkpoint`` and a ``_final`` flag per run.
 
-    "final": unchanged, ``_final`` False. "best": each run's mIoU, mFsc and pixel accuracy are
-    those of its best evaluation by mIoU among the periodic ones (``best.*``, chosen on the
-    evaluation split, as CIRKD does) and the final one (which wins ties); a complete run without
+    "final": unchanged, ``_final`` False. "best": each run's mIoU, mFsc, pixel accuracy and
+    per-class IoU (``iou.<class>``) are those of its best evaluation by mIoU among the periodic
+    ones (``best.*``, chosen on the evaluation split, as CIRKD does) and the final one (which
+    wins ties); a class the best evaluation has no score for is NaN there (records written
+    before per-class scores were kept), never the final model's. A complete run without
     periodic evaluation keeps its final values and is flagged ``_final`` (its cell gets a
     footnote, never a silent final value).
     """
@@ -358,8 +356,9 @@ def at_checkpoint(frame: pd.DataFrame, checkpoint: str) -> pd.DataFrame:
     has_best = frame[BEST_PREFIX + "miou"].notna()
     use_best = has_best & ~(frame["miou"] >= frame[BEST_PREFIX + "miou"])
     out = frame.assign(_final=~has_best & (frame["status"] == "complete"))
-    for name in SCALAR_METRICS:
-        out[name] = frame[BEST_PREFIX + name].where(use_best, frame[name])
+    for name in [*SCALAR_METRICS, *class_columns(frame)]:
+        best = frame.get(BEST_PREFIX + name, pd.Series(math.nan, index=frame.index))
+        out[name] = best.where(use_best, frame[name])
     return out
 
 

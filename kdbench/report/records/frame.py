@@ -16,7 +16,8 @@ Columns (see :mod:`kdbench.results.store` for the record schema they come from):
   ``loss_gflops`` (its parts), ``steps``, ``tflops`` (all steps), ``step_s_median``,
   ``device_hours`` (NaN for records without a cost);
 - best checkpoint (runs with periodic evaluation): ``best.step``, ``best.miou``, ``best.mfsc``,
-  ``best.pixel_acc`` from the record's ``metrics.best_val`` (NaN when the run has none);
+  ``best.pixel_acc`` from the record's ``best_val`` (NaN when the run has none), and
+  one ``best.iou.<class>`` column per class from its ``per_class_iou`` (NaN where absent);
 - ``tuned``: the options a tuned run chose (``kd: tau=2.0, weight=1.1``), else None;
 - ``error``: the one-line error of a failed run (the reason, for a corrupt record), else None;
 - provenance: ``code`` (hash of the run's method sources), ``recipe`` (hash of its resolved
@@ -53,7 +54,7 @@ IOU_PREFIX = "iou."
 SCALAR_METRICS = ("miou", "mfsc", "pixel_acc")
 BEST_PREFIX = "best."
 BEST = tuple(BEST_PREFIX + k for k in ("step", *SCALAR_METRICS))
-"""The columns of the best periodic evaluation (``metrics.best_val``)."""
+"""The columns of the best periodic evaluation (the record's ``best_val``)."""
 TIMING = ("wall_time_s", "step_time_s", "peak_memory_mb")
 PARAMS = ("extra_params", "student_params")
 COST = (
@@ -89,7 +90,7 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-ROW_VERSION = 6
+ROW_VERSION = 8
 """Version of :func:`row`'s output; bump it when ``row`` changes (it keys the row cache)."""
 
 
@@ -113,11 +114,13 @@ def row(record: Mapping[str, Any]) -> dict[str, Any]:
     }
     for name in SCALAR_METRICS:
         out[name] = _number(metrics.get(name))
-    best = metrics.get("best_val") or {}
+    best = record.get("best_val") or {}
     for name in BEST:
         out[name] = _number(best.get(name[len(BEST_PREFIX):]))
     for cls, value in (metrics.get("per_class_iou") or {}).items():
         out[IOU_PREFIX + str(cls)] = _number(value)
+    for cls, value in (best.get("per_class_iou") or {}).items():
+        out[BEST_PREFIX + IOU_PREFIX + str(cls)] = _number(value)
     for name in TIMING:
         out[name] = _number(timing.get(name))
     for name in PARAMS:
@@ -202,6 +205,7 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     fixed = ["id", "suite", "kind", "status", *AXES[1:], "seed", "teacher"]
     fixed += list(SCALAR_METRICS) + list(BEST)
     classes = [c for c in frame.columns if c.startswith(IOU_PREFIX)]
+    classes += [c for c in frame.columns if c.startswith(BEST_PREFIX + IOU_PREFIX)]
     cost = list(TIMING) + list(PARAMS) + list(COST)
     frame = frame.reindex(columns=fixed + classes + cost + ["tuned", "error", "code", "recipe"])
     frame["seed"] = frame["seed"].astype("Int64")

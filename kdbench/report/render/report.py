@@ -13,6 +13,9 @@ the suite is not a row or column axis; each suite then gets its own section):
 - when the runs have several budgets (``train.budget`` a list: equal steps, equal FLOPs, ...)
   each budget gets the sections above (``<p><budget>_...``), followed by
   ``<p>rankings.md|.tex``: the ranking under every budget side by side, with their costs;
+- ``figure_<i>.png``: the qualitative figure (:mod:`kdbench.figure`) of each (suite, data set,
+  student, budget) cell whose runs' weights are in the results folder (a line saying why not,
+  otherwise);
 - ``report.md``: all of the above embedded, plus the runs that failed or are still running;
 - ``index.html`` and ``runs/<id>.html``: the same content as an offline page set (sortable
   tables whose cells link to their runs' pages, the figures, a table of all runs), one page
@@ -40,6 +43,7 @@ from kdbench.report.cells.tables import (
     select_students,
 )
 from kdbench.report.records.frame import (
+    BASELINE,
     TEACHER,
     corrupt_row,
     histories,
@@ -62,6 +66,14 @@ class ReportOptions:
     metrics: tuple[str, ...] = ("miou", "mfsc", "pixel_acc")
     table: TableSpec = TableSpec(gap=True)
     power_delta: float = 1.0
+    figure: bool = True
+    """Draw the qualitative figures (:func:`_figures`)."""
+
+
+FIGURE_IMAGES = 4
+FIGURE_AMONG = 32
+"""The report's figures show the 4 images the students disagree on most among the first 32
+evaluation images (inference of every shown run on the CPU; ``kdbench figure`` searches all)."""
 
 
 def _slug(text: str) -> str:
@@ -152,8 +164,7 @@ def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
             plots.cd_diagram(ranks, stem, tables[0].metric_label)
             doc.image(f"{stem.name}.png", "critical-difference diagram")
     try:
-        spec = replace(options.table, metric=PER_CLASS, gap=False, delta=None,
-                       checkpoint="final")
+        spec = replace(options.table, metric=PER_CLASS, gap=False, delta=None)
         per_class = build_tables(frame, spec)
     except KdbenchError:
         per_class = []
@@ -161,8 +172,7 @@ def _metrics(frame: pd.DataFrame, hist: pd.DataFrame, out: Path, prefix: str,
         name = f"{prefix}{PER_CLASS}"
         _write_formats(out, name, per_class, None)
         best = options.table.checkpoint == "best"
-        doc.heading(3, "Per-class IoU" + (" (final model: records keep no per-class IoU of the "
-                                          "best checkpoint)" if best else ""))
+        doc.heading(3, "Per-class IoU" + (" of the best checkpoint" if best else ""))
         for i, table in enumerate(per_class):
             path = out / f"{name}_{i}.png"
             plots.class_bars(table, path)
@@ -201,6 +211,65 @@ def _tuning(frame: pd.DataFrame, doc: Document) -> None:
     keys = ["suite", "dataset", "student", "method", "tuned"]
     rows = tuned[keys].drop_duplicates().sort_values(keys).itertuples(index=False)
     doc.simple(SimpleTable("", [*keys[:-1], "chosen options"], [[str(c) for c in r] for r in rows]))
+
+
+def _figure_cells(records: list[dict[str, Any]], spec: TableSpec) -> dict[
+        tuple[str, ...], list[dict[str, Any]]]:
+    """(suite, data set, student, budget) -> the complete student runs of that cell that pass
+    ``spec.where`` (the baseline always does), with the teachers they name."""
+    by_id = {r["id"]: r for r in records}
+    cells: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        axes = {**(r.get("axes") or {}), "suite": r.get("suite")}
+        if r.get("kind") != "student" or r.get("status") != "complete" or not all(
+                str(axes.get(a)) in ok or (a == "method" and axes.get(a) == BASELINE)
+                for a, ok in spec.where):
+            continue
+        key = tuple(str(axes.get(a)) for a in ("suite", "dataset", "student", "budget"))
+        cells.setdefault(key, []).append(r)
+    for runs in cells.values():
+        teachers = {r["axes"].get("teacher") for r in runs} & by_id.keys()
+        runs += [by_id[t] for t in sorted(teachers)]
+    return cells
+
+
+def _figures(results: str | Path, records: list[dict[str, Any]], out: Path,
+             spec: TableSpec, doc: Document) -> None:
+    """The qualitative figure of each cell of :func:`_figure_cells` (:mod:`kdbench.figure`, the
+    weights of ``spec.checkpoint``), or one line saying why a cell has none (weights not saved
+    in the results folder, data set not on this machine); one line for all when none is drawn."""
+    from kdbench.figure import make_figure
+
+    cells = _figure_cells(records, spec)
+    if not cells:
+        return
+    doc.heading(2, "Qualitative figure")
+    several = len({key[0] for key in cells}) > 1
+    failed: list[str] = []
+    weights = ("final weights" if spec.checkpoint == "final" else "weights of the checkpoint "
+               "the tables use: the best periodic evaluation's where it beat the final model")
+    for i, (key, runs) in enumerate(sorted(cells.items())):
+        title = " / ".join(key[int(not several):3])
+        name = f"figure_{i}.png"
+        try:
+            shown = make_figure(results, out / name, images=FIGURE_IMAGES, records=runs,
+                                checkpoint_name=spec.checkpoint, among=FIGURE_AMONG)
+        except KdbenchError as exc:
+            failed.append(f"{title}: no qualitative figure ({exc})")
+            continue
+        doc.text(f"{title}: evaluation images {', '.join(map(str, shown))}, the "
+                 f"{len(shown)} of the first {FIGURE_AMONG} on which the students disagree "
+                 "most (spread of per-image pixel accuracy). Columns: RGB, X, ground truth, "
+                 "then the predictions of the teacher, the baseline and each method (the first "
+                 f"seed they all have, {weights}). Other images, methods, error maps or a PDF: "
+                 "kdbench figure.")
+        doc.image(name, f"qualitative figure {title}")
+    if len(failed) == len(cells) > 1:  # none drawn: one line for all
+        n = len(cells) - 1
+        failed = [f"{failed[0]}; the {n} other data set / student cell{'s' * (n > 1)} "
+                  f"{'have' if n > 1 else 'has'} none either"]
+    for line in failed:
+        doc.text(line + ".")
 
 
 RUN_COLUMNS = ("id", "suite", "kind", "dataset", "student", "method", "seed", "status", "miou")
@@ -275,6 +344,8 @@ def write_report(
             table = replace(spec, where=(*spec.where, ("suite", (suite,))))
             doc.heading(2, f"Suite {suite}")
             _section(frame, hist, out, f"{_slug(suite)}_", replace(options, table=table), doc)
+    if options.figure:
+        _figures(results, records, out, spec, doc)
     _tuning(frame, doc)
     doc.heading(2, "Runs not complete")
     if (frame["status"] == "complete").all():

@@ -88,8 +88,8 @@ def run_page(record: Mapping[str, Any], history: list[dict[str, Any]],
     """The page of one run (see the module docstring); its teacher's id links to the teacher's
     page when the teacher is among ``pages`` (the run ids that get one)."""
     axes = record.get("axes") or {}
-    metrics = dict(record.get("metrics") or {})
-    best = metrics.pop("best_val", None)
+    metrics = record.get("metrics") or {}
+    best = record.get("best_val")
     config = record.get("config") or {}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     teacher = axes.get("teacher")
