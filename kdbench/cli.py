@@ -112,7 +112,7 @@ def _executor(args: argparse.Namespace, suite: Suite, results: Path) -> Executor
 def _print_summary(results: Path, suite: Suite) -> None:
     from kdbench.report import summary_table
 
-    print(summary_table(results, [s.id for s in suite.runs]))
+    print(summary_table(results, [s.id for s in suite.runs], suite.name))
 
 
 SLURM_STATES = ("pending", "running", "requeued", "failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,57 @@ def test_the_closing_table_shows_only_the_suites_runs(
     out = capsys.readouterr().out
     assert "61.5" not in out and "64.5" in out and "mixes runs" not in out
     assert out.count("mIoU (%), mean ± sample std") == 1  # one caption
+
+
+def shared_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A results folder where suite "quick" trained the teachers and the baseline and suite
+    "ablation" (the same recipe, one method more) trained only its kd runs: the teachers' and
+    the baseline's records still name "quick"."""
+    results = tmp_path / "res"
+    quick, ablation = tmp_path / "quick.yaml", tmp_path / "ablation.yaml"
+    quick.write_text(yaml.safe_dump({**SUITE, "name": "quick", "methods": ["none"]}))
+    ablation.write_text(yaml.safe_dump({**SUITE, "name": "ablation", "methods": ["none", "kd"]}))
+    shared = {s.id for s in fill(results, quick, {"none": 60.0})}
+    store = RunStore(results)
+    for spec in load_suite_cached(ablation).runs:
+        if spec.id not in shared:
+            assert spec.method == "kd"  # the suites share every other run by id
+            store.write(record(spec, 63.0 + spec.seed))
+    return results, ablation
+
+
+def cells(markdown: str) -> dict[str, str]:
+    """Mean ± std of the first Markdown table's student rows (teacher and header left out)."""
+    found: dict[str, str] = {}
+    for line in markdown.splitlines():
+        parts = [p.strip() for p in line.strip("|").split("|")]
+        if len(parts) > 1 and " ± " in parts[1] and not parts[0].startswith("Teacher"):
+            found.setdefault(parts[0], re.search(r"[\d.]+ ± [\d.]+", parts[1]).group(0))
+    return found
+
+
+def test_a_suite_tabulates_the_runs_it_shares_with_another_as_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results, ablation = shared_runs(tmp_path)
+    capsys.readouterr()
+    assert main(["table", str(results), "--suite", str(ablation)]) == 0
+    assert cells(capsys.readouterr().out) == {"Baseline (none)": "60.5 ± 0.7", "kd": "63.5 ± 0.7"}
+    assert main(["run", str(ablation), "--results", str(results)]) == 0  # nothing to train
+    assert cells(capsys.readouterr().out) == {"Baseline (none)": "60.5 ± 0.7", "kd": "63.5 ± 0.7"}
+    assert main(["table", str(results)]) == 2  # the whole folder holds two suites' records
+    assert "differ in suite (ablation, quick)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_suites_report_has_one_section_with_the_runs_it_shares(tmp_path: Path) -> None:
+    results, ablation = shared_runs(tmp_path)
+    out = tmp_path / "rep"
+    assert main(["report", str(results), "--suite", str(ablation), "--out", str(out),
+                 "--metrics", "miou"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Suite" not in report
+    assert cells(report) == {"Baseline (none)": "60.5 ± 0.7", "kd": "63.5 ± 0.7"}
 
 
 NO_TORCH = """

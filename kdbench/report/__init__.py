@@ -64,8 +64,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return load_frame(path)
 
 
-def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
-    """The Markdown mIoU table of the runs ``run_ids`` under ``path`` (``kdbench run``'s summary).
+def summary_table(path: str | Path, run_ids: Iterable[str], suite: str | None = None) -> str:
+    """The Markdown mIoU table of the runs ``run_ids`` under ``path`` (``kdbench run``'s summary),
+    named runs of ``suite`` when given (runs it shares with another suite included).
 
     Rows method, columns data set / student (/ budget, when the runs have several), as
     ``kdbench table``. When there is nothing to
@@ -73,11 +74,11 @@ def summary_table(path: str | Path, run_ids: Iterable[str]) -> str:
     runs themselves went through.
     """
     from kdbench.report.cells.tables import TableSpec, build_tables
+    from kdbench.report.records.frame import of_suite
     from kdbench.report.render.formats import render
 
     try:
-        frame = load_results(path)
-        frame = frame[frame["id"].isin(set(run_ids))]
+        frame = of_suite(load_results(path), run_ids, suite)
         several = frame.loc[frame["kind"] == "student", "budget"].nunique() > 1
         spec = TableSpec(cols=("dataset", "student", "budget")) if several else TableSpec()
         return render(build_tables(frame, spec), "markdown")

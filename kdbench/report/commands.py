@@ -156,26 +156,29 @@ def _spec(args: argparse.Namespace, **fields: Any) -> Any:
     )
 
 
-def suite_run_ids(suite: Path | None) -> set[str] | None:
-    """The run ids of ``suite`` (None without one): ``--suite`` keeps only these runs."""
+def suite_runs(suite: Path | None) -> tuple[set[str] | None, str | None]:
+    """The run ids and the name of ``suite`` ((None, None) without one): ``--suite`` keeps only
+    these runs, as runs of that suite (:func:`~kdbench.report.records.frame.of_suite`)."""
     if suite is None:
-        return None
+        return None, None
     from kdbench.suite_cache import load_suite_cached
 
-    return {spec.id for spec in load_suite_cached(suite).runs}
+    loaded = load_suite_cached(suite)
+    return {spec.id for spec in loaded.runs}, loaded.name
 
 
 def run_table(args: argparse.Namespace) -> int:
     """``kdbench table``: print or write the table; returns the exit code."""
     from kdbench.report import load_results
     from kdbench.report.cells.tables import build_tables
+    from kdbench.report.records.frame import of_suite
     from kdbench.report.render.formats import render, with_cost, with_trace
 
     spec = _spec(args, metric=args.metric, gap=args.gap, delta=args.delta)
     frame = load_results(args.results)
-    run_ids = suite_run_ids(args.suite)
+    run_ids, suite = suite_runs(args.suite)
     if run_ids is not None:
-        frame = frame[frame["id"].isin(run_ids)]
+        frame = of_suite(frame, run_ids, suite)
         if frame.empty:
             raise KdbenchError(f"{args.results}: no record of a run of {args.suite}")
     tables = build_tables(frame, spec)
@@ -201,6 +204,6 @@ def run_report(args: argparse.Namespace) -> int:
         raise KdbenchError("--metrics must name at least one metric")
     options = ReportOptions(metrics=metrics, table=_spec(args, gap=True), power_delta=args.power,
                             figure=not args.no_figure)
-    path = write_report(args.results, args.out, options, suite_run_ids(args.suite))
+    path = write_report(args.results, args.out, options, *suite_runs(args.suite))
     print(f"wrote {path}")
     return 0

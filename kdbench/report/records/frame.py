@@ -190,6 +190,18 @@ def records_to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return rows_to_frame([row(r) for r in records])
 
 
+def of_suite(frame: pd.DataFrame, run_ids: Iterable[str], suite: str | None) -> pd.DataFrame:
+    """The rows of the runs ``run_ids``, with ``suite`` (when given) as their suite.
+
+    A run's id hashes its resolved recipe, not the name of the suite that lists it, so every
+    suite of a results folder that resolves to a complete run reuses it, and its record names
+    the suite that trained it first. Selected as one suite's runs, they are that suite's runs:
+    without the relabelling a suite sharing its teachers and baseline with another (the LIX
+    ablations with the quickstart) would tabulate as two suites."""
+    selected = frame[frame["id"].isin(set(run_ids))]
+    return selected if suite is None else selected.assign(suite=suite)
+
+
 def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The DataFrame of :func:`row` outputs, columns in the documented order."""
     return _ordered(pd.DataFrame.from_records(rows))

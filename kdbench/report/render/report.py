@@ -292,11 +292,15 @@ def _runs_table(frame: pd.DataFrame, doc: Document, status: str | None) -> None:
     doc.simple(SimpleTable("", header, rows), links)
 
 
-def _records(results: str | Path, run_ids: set[str] | None) -> tuple[
+def _records(results: str | Path, run_ids: set[str] | None, suite: str | None) -> tuple[
         list[dict[str, Any]], pd.DataFrame, dict[str, list[dict[str, Any]]]]:
-    """The selected records, their frame (corrupt records as rows) and their histories."""
+    """The selected records (named runs of ``suite`` when given, as
+    :func:`~kdbench.report.records.frame.of_suite` does), their frame (corrupt records as
+    rows) and their histories."""
     store = RunStore(results)
     records = [r for r in read_records(results) if run_ids is None or r["id"] in run_ids]
+    if suite is not None:
+        records = [{**r, "suite": suite} for r in records]
     corrupt = [
         corrupt_row(run_id, problem)
         for run_id, _, problem in store.scan()
@@ -315,14 +319,16 @@ def write_report(
     out: str | Path,
     options: ReportOptions,
     run_ids: set[str] | None = None,
+    suite: str | None = None,
 ) -> Path:
     """Write every table and figure of the results folder into ``out``; returns report.md.
 
-    ``run_ids`` (``--suite``) keeps only those runs. Unreadable records are listed among the
-    runs not complete and left out of the tables (with a footnote)."""
+    ``run_ids`` (``--suite``) keeps only those runs, named runs of ``suite`` when given.
+    Unreadable records are listed among the runs not complete and left out of the tables (with
+    a footnote)."""
     if PER_CLASS in options.metrics:
         raise KdbenchError("--metrics: per_class tables are always in the report; name scalars")
-    records, frame, runs = _records(results, run_ids)
+    records, frame, runs = _records(results, run_ids, suite)
     hist = histories({**r, "history": runs[r["id"]]} for r in records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
