@@ -58,7 +58,8 @@ def register_kind(
     if stage not in ("teacher", "student"):
         raise KdbenchError(f"run kind {name!r}: expected stage teacher or student, got {stage!r}")
     if execute is not None and execute.count(":") != 1:
-        raise KdbenchError(f"run kind {name!r}: execute: expected 'module:function', got {execute!r}")
+        raise KdbenchError(
+            f"run kind {name!r}: execute: expected 'module:function', got {execute!r}")
     KINDS[name] = stage
     if execute is not None:
         EXECUTORS[name] = execute

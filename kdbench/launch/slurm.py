@@ -99,7 +99,8 @@ class Array:
 def _array_name(kind: str, runs: tuple[str, ...], jobs: tuple[str, ...]) -> str:
     """``students``, ``students-of-<run>``, ``students-after-<job>``, ``...-and-2-more`` (the
     kind's plural: ``maskd_tokens`` stays as it is)."""
-    name = (kind if kind.endswith("s") else f"{kind}s") + (f"-of-{runs[0]}" if runs else f"-after-{jobs[0]}" if jobs else "")
+    plural = kind if kind.endswith("s") else f"{kind}s"
+    name = plural + (f"-of-{runs[0]}" if runs else f"-after-{jobs[0]}" if jobs else "")
     more = len(runs) + len(jobs) - 1
     return name + (f"-and-{more}-more" if more > 0 else "")
 

@@ -22,9 +22,10 @@ the tokens go to ``tokens.pt`` in the run's folder (:data:`methods.maskd.TOKENS_
 curve to its history, and the record gains ``tokens`` (shape, final loss), ``cost`` (steps,
 FLOPs, step time, memory, device-hours), ``timing`` and ``metrics``: the scores, on the
 evaluation split under the suite's protocol, of what stage 1 trains, the teacher's logits
-recombined by the tokens Σ_t M_t ⊙ z^T (:class:`Recombined`, the teacher in eval mode). Under data parallelism each rank takes
-its shard of every batch (the teacher's batch norm then uses the rank's statistics, as
-per-GPU batch norm does) and the ranks' token gradients are averaged; rank 0 writes.
+recombined by the tokens Σ_t M_t ⊙ z^T (:class:`Recombined`, the teacher in eval mode).
+Under data parallelism each rank takes its shard of every batch (the teacher's batch norm then
+uses the rank's statistics, as per-GPU batch norm does) and the ranks' token gradients are
+averaged; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from kdbench.config import RunSpec
 from kdbench.cpus import configure_threads
 from kdbench.distributed import agreed_stop, current, mean_over_ranks
 from kdbench.errors import KdbenchError
+from kdbench.models.outputs import Outputs
 from kdbench.results.files import write_json_atomic
 from kdbench.results.store import RunStore
 from kdbench.train import checkpoint
@@ -56,7 +58,6 @@ from kdbench.train.loop import derived_seed, lr_factor, to_device
 from kdbench.train.pipeline import resolve_workers, train_loader
 from kdbench.train.pipeline import start as start_workers
 from kdbench.train.precision import NonFiniteError, autocast
-from kdbench.models.outputs import Outputs
 from methods.maskd import TOKENS_FILE, initial_tokens, token_loss, token_masks
 
 TOKEN_STREAM = 7
