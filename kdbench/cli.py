@@ -56,10 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach and executor is not None and not slurm:
         raise KdbenchError("--detach: only with the slurm executor (--executor slurm)")
     if args.dry_run:
+        from kdbench.config import is_teacher
         from kdbench.method import terms_text
 
         for spec in pending:  # a student's row with its methods and their non-default options
-            row = "" if spec.kind == "teacher" else f"  = {terms_text(spec.method_terms)}"
+            row = "" if is_teacher(spec.kind) else f"  = {terms_text(spec.method_terms)}"
             print(f"{spec.id}  {spec.describe()}{row}")
         if slurm:  # the sbatch flags of every array and dependency
             print(executor.describe(executor.plan(pending, results)))  # type: ignore[union-attr]
